@@ -1,0 +1,237 @@
+"""``comfypanel`` — the same core as the panel, scriptable.
+
+    comfypanel status [--server URL | --cloud]
+    comfypanel run WORKFLOW.json [--server URL | --cloud] [--set NODE_ID.INPUT=VALUE ...] --out DIR
+    comfypanel local-server [--port 8188]        (the CPU ComfyUI the tests use; see devserver)
+
+Credentials come from the environment (``COMFYUI_TOKEN``, ``COMFY_CLOUD_API_KEY``), never from
+the command line, where other users of the machine could read them in the process list.
+Exit codes: 0 success, 1 the job failed or was refused, 2 bad usage or input, 3 connection problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import errors as E
+from .client import ComfyClient
+from .connection import Connection
+from .jobs import JobProgress, submit_and_wait
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    if args.cloud:
+        key = os.environ.get("COMFY_CLOUD_API_KEY", "").strip()
+        if not key:
+            raise E.ConfigError("Set COMFY_CLOUD_API_KEY in the environment to use --cloud.")
+        return Connection.cloud(key, os.environ.get("COMFY_CLOUD_URL") or "https://cloud.comfy.org")
+    if args.server:
+        return Connection.local(args.server, os.environ.get("COMFYUI_TOKEN"),
+                                partner_key=os.environ.get("COMFY_PARTNER_API_KEY"))
+    return Connection.from_env()
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024 ** 3:.1f} GiB"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = ComfyClient(_connection(args))
+    stats = client.system_stats()
+    remaining = client.queue_remaining()
+    print(f"Server:   {client.connection.display_url} ({'Comfy Cloud' if client.is_cloud else 'local ComfyUI'})")
+    print(f"ComfyUI:  {stats.comfyui_version}   Python {stats.python_version}   PyTorch {stats.pytorch_version}")
+    print(f"RAM:      {_gib(stats.ram_total - stats.ram_free)} used of {_gib(stats.ram_total)}")
+    for d in stats.devices:
+        print(f"Device:   {d.name} ({d.type})  VRAM {_gib(d.vram_total - d.vram_free)} used of {_gib(d.vram_total)}")
+    print(f"Queue:    {remaining} job{'s' if remaining != 1 else ''} running or waiting")
+    return EXIT_OK
+
+
+def parse_set(items: Sequence[str], prompt: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``NODE_ID.INPUT=VALUE`` edits to a copy of an API-format prompt.
+
+    Values are parsed as JSON when they can be (``20``, ``7.5``, ``true``, ``"text"``), else taken as
+    text; the type must match the current value (a number stays a number).
+
+    Raises:
+        InvalidInput: unknown node or input, a link input, or a value of the wrong type.
+    """
+    out = json.loads(json.dumps(prompt))
+    for item in items:
+        target, sep, raw = item.partition("=")
+        node_id, dot, name = target.partition(".")
+        if not sep or not dot or not node_id or not name:
+            raise E.InvalidInput(f"“{item}” is not of the form NODE_ID.INPUT=VALUE.")
+        node = out.get(node_id)
+        if not isinstance(node, dict):
+            raise E.InvalidInput(f"The workflow has no node with id {node_id}.")
+        inputs = node.setdefault("inputs", {})
+        if name not in inputs:
+            raise E.InvalidInput(f"Node {node_id} ({node.get('class_type')}) has no input called “{name}”.")
+        current = inputs[name]
+        if isinstance(current, list):
+            raise E.InvalidInput(f"Input “{name}” of node {node_id} is connected to another node; it cannot be set.")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        if isinstance(current, bool):
+            if not isinstance(value, bool):
+                raise E.InvalidInput(f"Input “{name}” of node {node_id} needs true or false.")
+        elif isinstance(current, int) and not isinstance(current, bool):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise E.InvalidInput(f"Input “{name}” of node {node_id} needs a whole number.")
+        elif isinstance(current, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise E.InvalidInput(f"Input “{name}” of node {node_id} needs a number.")
+            value = float(value)
+        elif isinstance(current, str) and not isinstance(value, str):
+            value = raw
+        inputs[name] = value
+    return out
+
+
+def load_api_workflow(path: Path) -> dict[str, Any]:
+    """Read an API-format workflow (also accepted wrapped as ``{"prompt": {...}}``).
+
+    Raises:
+        InvalidInput: with one sentence on what the file is and what to export instead.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise E.InvalidInput(f"There is no file {path}.") from None
+    except (OSError, UnicodeDecodeError):
+        raise E.InvalidInput(f"{path} cannot be read as a text file; give a workflow .json file.") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise E.InvalidInput(f"{path} is not JSON; export the workflow from ComfyUI with “Export (API)”.") from None
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise E.InvalidInput(
+            f"{path} is a workflow in ComfyUI's “Save” format; this command needs the API format "
+            "(in ComfyUI: Workflow → Export (API))."
+        )
+    if not isinstance(data, dict) or not data or not all(
+        isinstance(v, dict) and "class_type" in v for v in data.values()
+    ):
+        raise E.InvalidInput(f"{path} is not a ComfyUI API-format workflow; export it with “Export (API)”.")
+    return data
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    prompt = parse_set(args.set or [], load_api_workflow(Path(args.workflow)))
+    out_dir = Path(args.out)
+    client = ComfyClient(_connection(args))
+    listener = client.listener()
+    listener.start()
+    shown = {"line": ""}
+
+    def show(p: JobProgress) -> None:
+        parts = [p.state]
+        if p.position and p.state == "queued":
+            parts.append(f"position {p.position}")
+        if p.current_node:
+            node = prompt.get(p.current_node, {})
+            parts.append(f"node {p.current_node} {node.get('class_type', '')}".strip())
+        if p.step:
+            parts.append(f"step {p.step[0]:g}/{p.step[1]:g}")
+        if p.fraction is not None:
+            parts.append(f"{p.fraction * 100:.0f}%")
+        if p.connection == "reconnecting":
+            parts.append("reconnecting…")
+        line = " · ".join(parts)
+        if line != shown["line"]:
+            print(line, file=sys.stderr, flush=True)
+            shown["line"] = line
+
+    try:
+        result = submit_and_wait(client, prompt, listener=listener, timeout=args.timeout, on_update=show)
+    finally:
+        listener.stop()
+    if result.queued and result.queued.node_errors:
+        for err in result.queued.node_errors:
+            print(f"warning: skipped part of the workflow: {err.message}", file=sys.stderr)
+    if not result.ok:
+        print(result.user_message, file=sys.stderr)
+        return EXIT_FAILED
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for ref in result.files:
+        data = client.view(ref)
+        name = Path(ref.filename).name  # never let a server name escape the folder
+        target = out_dir / (f"{ref.subfolder.replace('/', '_')}_{name}" if ref.subfolder else name)
+        target.write_bytes(data)
+        print(target)
+        written += 1
+    print(f"{result.user_message} Wrote {written} file{'s' if written != 1 else ''} to {out_dir}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_local_server(args: argparse.Namespace) -> int:
+    from . import devserver
+
+    return devserver.main(["start", "--port", str(args.port)] + (["--data-dir", args.data_dir] if args.data_dir else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfypanel", description="Comfy Panel command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def target(p: argparse.ArgumentParser) -> None:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--server", help="local ComfyUI URL (default: $COMFYUI_URL or http://127.0.0.1:8188)")
+        g.add_argument("--cloud", action="store_true", help="use Comfy Cloud with $COMFY_CLOUD_API_KEY")
+
+    p = sub.add_parser("status", help="show server version, memory and queue")
+    target(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("run", help="run an API-format workflow and save its outputs")
+    p.add_argument("workflow", help="workflow .json in API format")
+    target(p)
+    p.add_argument("--set", action="append", metavar="NODE_ID.INPUT=VALUE", help="change an input (repeatable)")
+    p.add_argument("--out", required=True, help="folder for the output files")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("local-server", help="install (cached) and run the CPU ComfyUI used by the tests")
+    p.add_argument("--port", type=int, default=8188)
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_local_server)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (E.ConfigError, E.InvalidInput) as exc:
+        print(exc.user_message, file=sys.stderr)
+        return EXIT_USAGE
+    except (E.CannotConnect, E.RequestTimedOut) as exc:
+        print(exc.user_message, file=sys.stderr)
+        return EXIT_CONNECTION
+    except E.ComfyPanelError as exc:
+        print(exc.user_message, file=sys.stderr)
+        for err in getattr(exc, "node_errors", ()):
+            print(f"  - {err.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
