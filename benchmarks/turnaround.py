@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=50)
     ap.add_argument("--server", default=None, help="use this ComfyUI instead of starting one")
+    ap.add_argument("--verbose", action="store_true", help="print every pair")
     args = ap.parse_args(argv)
 
     server = None
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
             floors.append(f)
             panels.append(p)
             ratios.append(p / f)
+            if args.verbose:
+                print(f"pair {i}: floor {f * 1000:.1f} ms, panel {p * 1000:.1f} ms")
         floor.close()
         listener.stop()
     finally:

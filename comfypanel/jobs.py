@@ -136,7 +136,8 @@ def follow(
     lost_strikes = 0
     status: JobStatus | None = None
     server_ok = True
-    ended_hint_at: float | None = None
+    ended_hint = False  # a terminal event arrived on the socket
+    ready_polled = False  # history was read after `executing` null
     last_progress: JobProgress | None = None
 
     while True:
@@ -144,17 +145,17 @@ def follow(
         snap = listener.snapshot(prompt_id) if listener is not None else None
         live = bool(listener is not None and getattr(listener, "connected", False))
         history_ready = bool(snap is not None and getattr(snap, "history_ready", False))
-        if snap is not None and (getattr(snap, "finished", False) or history_ready):
-            ended_hint_at = ended_hint_at or now
+        ended_hint = ended_hint or bool(snap is not None and (getattr(snap, "finished", False) or history_ready))
         interval = live_poll_interval if live and server_ok else poll_interval
-        if history_ready and ended_hint_at == now:
+        if history_ready and not ready_polled:
             interval = 0.0  # `executing` null: history is written, read it at once
-        elif ended_hint_at is not None:
-            interval = 0.1  # a terminal event came before the history write (#11540): confirm quickly
+        elif ended_hint:
+            interval = 0.1  # a terminal event came before the history write (#11540): confirm soon
         if lost_strikes:
             interval = 0.3
         if now - last_poll >= interval:
             last_poll = now
+            ready_polled = ready_polled or history_ready
             try:
                 status = client.job_status(prompt_id)
                 server_ok = True
@@ -184,8 +185,10 @@ def follow(
         wait_for = max(0.02, min(interval - (time.monotonic() - last_poll), 0.5))
         if deadline is not None:
             wait_for = max(0.0, min(wait_for, deadline - time.monotonic()))
-        if listener is not None and live and ended_hint_at is None:
+        if listener is not None and live and not ended_hint:
             listener.wait(prompt_id, wait_for)  # wakes early on any event for this prompt
+        elif listener is not None and live and not ready_polled:
+            listener.wait_any(wait_for)  # ended: wake as soon as `executing` null (or anything) arrives
         elif stop is not None:
             stop.wait(wait_for)
         else:
