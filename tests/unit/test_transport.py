@@ -47,7 +47,10 @@ class Scripted:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (size cap)
+                    pass
 
             do_GET = do_POST = _go
 
