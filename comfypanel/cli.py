@@ -1,7 +1,8 @@
 """``comfypanel`` — the same core as the panel, scriptable.
 
     comfypanel status [--server URL | --cloud]
-    comfypanel run WORKFLOW.json [--server URL | --cloud] [--set NODE_ID.INPUT=VALUE ...] --out DIR
+    comfypanel run WORKFLOW [--server URL | --cloud] [--set NODE_ID.INPUT=VALUE ...] --out DIR
+    comfypanel convert WORKFLOW [--server URL | --cloud]   (API JSON on stdout)
     comfypanel local-server [--port 8188]        (the CPU ComfyUI the tests use; see devserver)
 
 Credentials come from the environment (``COMFYUI_TOKEN``, ``COMFY_CLOUD_API_KEY``), never from
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 from . import errors as E
 from .client import ComfyClient
 from .connection import Connection
+from . import workflow as W
 from .jobs import JobProgress, submit_and_wait
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
@@ -101,40 +103,36 @@ def parse_set(items: Sequence[str], prompt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_api_workflow(path: Path) -> dict[str, Any]:
-    """Read an API-format workflow (also accepted wrapped as ``{"prompt": {...}}``).
+def read_workflow(path: Path) -> "W.LoadedWorkflow":
+    """Read any workflow file the panel accepts (API JSON, Save JSON, a ComfyUI PNG/WebP/JPEG).
 
     Raises:
         InvalidInput: with one sentence on what the file is and what to export instead.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise E.InvalidInput(f"There is no file {path}.") from None
-    except (OSError, UnicodeDecodeError):
-        raise E.InvalidInput(f"{path} cannot be read as a text file; give a workflow .json file.") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise E.InvalidInput(f"{path} is not JSON; export the workflow from ComfyUI with “Export (API)”.") from None
-    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
-        data = data["prompt"]
-    if isinstance(data, dict) and "nodes" in data and "links" in data:
-        raise E.InvalidInput(
-            f"{path} is a workflow in ComfyUI's “Save” format; this command needs the API format "
-            "(in ComfyUI: Workflow → Export (API))."
-        )
-    if not isinstance(data, dict) or not data or not all(
-        isinstance(v, dict) and "class_type" in v for v in data.values()
-    ):
-        raise E.InvalidInput(f"{path} is not a ComfyUI API-format workflow; export it with “Export (API)”.")
-    return data
+    except OSError:
+        raise E.InvalidInput(f"{path} cannot be read.") from None
+    return W.load(data, path.name)
+
+
+def api_graph(loaded: "W.LoadedWorkflow", client: ComfyClient | None) -> dict[str, Any]:
+    """The API prompt of a loaded workflow; Save-format files are converted with the server's
+    ``/object_info`` (so they need a server)."""
+    if loaded.ui is not None:
+        if client is None:
+            raise E.ConfigError("Converting a Save-format workflow needs a server's node list; give --server or --cloud.")
+        return W.to_api(loaded, client.object_info())
+    return W.to_api(loaded)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    prompt = parse_set(args.set or [], load_api_workflow(Path(args.workflow)))
-    out_dir = Path(args.out)
+    loaded = read_workflow(Path(args.workflow))
     client = ComfyClient(_connection(args))
+    prompt = parse_set(args.set or [], api_graph(loaded, client))
+    out_dir = Path(args.out)
     listener = client.listener()
     listener.start()
     shown = {"line": ""}
@@ -158,7 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             shown["line"] = line
 
     try:
-        result = submit_and_wait(client, prompt, listener=listener, timeout=args.timeout, on_update=show)
+        result = submit_and_wait(client, prompt, listener=listener, timeout=args.timeout, on_update=show,
+                                 workflow=loaded.ui)
     finally:
         listener.stop()
     if result.queued and result.queued.node_errors:
@@ -177,6 +176,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(target)
         written += 1
     print(f"{result.user_message} Wrote {written} file{'s' if written != 1 else ''} to {out_dir}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    loaded = read_workflow(Path(args.workflow))
+    client = ComfyClient(_connection(args)) if loaded.ui is not None else None
+    report = W.ConversionReport()
+    if loaded.ui is not None:
+        graph = W.to_api(loaded, client.object_info(), report=report)
+    else:
+        graph = W.to_api(loaded)
+    json.dump(graph, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if report.unknown_classes:
+        print("warning: this server does not have the node types " + ", ".join(report.unknown_classes)
+              + "; their widget values could not be converted.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -200,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("run", help="run an API-format workflow and save its outputs")
-    p.add_argument("workflow", help="workflow .json in API format")
+    p.add_argument("workflow", help="workflow .json (API or Save format) or a PNG/WebP made by ComfyUI")
     target(p)
     p.add_argument("--set", action="append", metavar="NODE_ID.INPUT=VALUE", help="change an input (repeatable)")
     p.add_argument("--out", required=True, help="folder for the output files")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("convert", help="print the API-format JSON of a workflow file (Save JSON, PNG, or API)")
+    p.add_argument("workflow", help="workflow .json (either format) or a PNG/WebP made by ComfyUI")
+    target(p)
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("local-server", help="install (cached) and run the CPU ComfyUI used by the tests")
     p.add_argument("--port", type=int, default=8188)

@@ -429,8 +429,10 @@ class _Converter:
 
     # -- output resolution --------------------------------------------------------------------
     def resolve(self, level: _Level, node_id: Any, slot: int, depth: int = 0) -> tuple | None:
-        """What feeds a link whose origin is (node_id, slot) in ``level``:
-        ``("link", api_id, slot)``, ``("value", v)`` (a primitive), or None (nothing: dropped)."""
+        """What feeds a link whose origin is (node_id, slot) in ``level``: ``("link", api_id, slot)``,
+        ``("value", v)`` (a primitive), ``("dropped",)`` (a muted node: the consumer loses the input),
+        ``("keep",)`` (an unlinked subgraph input: the inner widget keeps its value), or None
+        (the chain dangles: a widget keeps its own value)."""
         if depth > 200:
             raise WorkflowError("The workflow's links form a loop through reroutes or subgraphs; fix it in ComfyUI.")
         if node_id == SUBGRAPH_INPUT_NODE and level.instance is not None:
@@ -446,10 +448,10 @@ class _Converter:
         if ntype == "PrimitiveNode":
             vals = node.get("widgets_values")
             if mode == MODE_NEVER:
-                return None
+                return ("dropped",)
             return ("value", vals[0]) if isinstance(vals, list) and vals else None
         if mode == MODE_NEVER:
-            return None
+            return ("dropped",)  # muted: consumers lose this input, even a widget socket
         if mode == MODE_BYPASS:
             return self._bypass(level, node, slot, depth)
         if str(ntype) in self.defs:
@@ -566,10 +568,15 @@ class _Converter:
                 continue
             source = self.resolve(level, link[0], link[1])
             if source is None:
-                # the frontend deletes an input whose link leads to a dropped node
-                if name in inputs or widget is None:
+                # A link that leads nowhere (muted node, dangling reroute): a socket input is left
+                # out (the server then rejects that branch); a widget socket keeps its own value.
+                if widget is None:
                     inputs.pop(name, None)
                     self.report.removed_inputs.append((api_id, name))
+                continue
+            if source[0] == "dropped":
+                inputs.pop(name, None)
+                self.report.removed_inputs.append((api_id, name))
                 continue
             if source[0] == "keep":
                 continue
