@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from . import errors as E
 from .client import ComfyClient
@@ -57,50 +58,99 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def parse_set(items: Sequence[str], prompt: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``NODE_ID.INPUT=VALUE`` edits to a copy of an API-format prompt.
+_PROMPT_ROLES = ("positive", "negative")  # a prompt set by name goes to every encoder of that role
 
-    Values are parsed as JSON when they can be (``20``, ``7.5``, ``true``, ``"text"``), else taken as
-    text; the type must match the current value (a number stays a number).
+
+def _targets(target: str, prompt: Mapping[str, Any], params: Any) -> list[tuple[str, str]]:
+    """``(node_id, input)`` pairs named by ``NODE_ID.INPUT``, ``Node title.INPUT`` or a simple
+    parameter name (``seed``, ``positive``, ``steps``, or a label such as ``Steps (Refiner)``)."""
+    node_ref, dot, name = target.rpartition(".")
+    if dot and node_ref and name:
+        if node_ref in prompt:
+            return [(node_ref, name)]
+        wanted = node_ref.strip().casefold()
+        matches = [nid for nid, node in prompt.items()
+                   if _title_of(node).casefold() == wanted]
+        if len(matches) == 1:
+            return [(matches[0], name)]
+        if len(matches) > 1:
+            raise E.InvalidInput(f"Several nodes are titled “{node_ref}” ({', '.join(matches)}); use NODE_ID.{name} instead.")
+    if params is not None:
+        key = target.strip().casefold()
+        visible = list(params)
+        by_role = [p for p in visible if (p.role or "").casefold() == key]
+        if by_role and (len(by_role) == 1 or key in _PROMPT_ROLES):
+            return [(p.node_id, p.input_name) for p in by_role]
+        by_label = [p for p in visible if p.label.casefold() == key]
+        if len(by_label) == 1:
+            return [(by_label[0].node_id, by_label[0].input_name)]
+        candidates = by_role or by_label
+        if candidates:
+            labels = ", ".join(f"{p.label} ({p.id})" for p in candidates)
+            raise E.InvalidInput(f"“{target}” matches several parameters: {labels}; name one as NODE_ID.INPUT.")
+        if not dot:
+            names = ", ".join(sorted({p.role for p in params.simple if p.role}))
+            raise E.InvalidInput(f"The workflow has no parameter called “{target}”"
+                                 + (f"; simple names here are: {names}." if names else "."))
+    if not dot:
+        raise E.InvalidInput(f"“{target}” is not of the form NODE_ID.INPUT or a simple parameter name.")
+    raise E.InvalidInput(f"The workflow has no node with id or title “{node_ref}”.")
+
+
+def _title_of(node: Mapping[str, Any]) -> str:
+    meta = node.get("_meta") if isinstance(node.get("_meta"), Mapping) else {}
+    title = meta.get("title") if isinstance(meta.get("title"), str) else ""
+    return re.sub(r"\s*\[[^\]]*\]\s*", " ", title).strip()
+
+
+def parse_set(items: Sequence[str], prompt: Mapping[str, Any], params: Any = None) -> dict[str, Any]:
+    """Apply ``--set TARGET=VALUE`` edits to a copy of an API-format prompt.
+
+    TARGET is ``NODE_ID.INPUT``, ``Node title.INPUT``, or (with ``params`` from
+    ``schema.discover``) a simple parameter name: ``seed=42``, ``"positive=a red fox"``.
+    Values are parsed as JSON when they can be (``20``, ``7.5``, ``true``), else taken as text; the
+    type must match the current value (a number stays a number).
 
     Raises:
-        InvalidInput: unknown node or input, a link input, or a value of the wrong type.
+        InvalidInput: unknown target, a linked input, or a value of the wrong type.
     """
     out = json.loads(json.dumps(prompt))
     for item in items:
         target, sep, raw = item.partition("=")
-        node_id, dot, name = target.partition(".")
-        if not sep or not dot or not node_id or not name:
-            raise E.InvalidInput(f"“{item}” is not of the form NODE_ID.INPUT=VALUE.")
-        node = out.get(node_id)
-        if not isinstance(node, dict):
-            raise E.InvalidInput(f"The workflow has no node with id {node_id}.")
-        inputs = node.setdefault("inputs", {})
-        if name not in inputs:
-            raise E.InvalidInput(f"Node {node_id} ({node.get('class_type')}) has no input called “{name}”.")
-        current = inputs[name]
-        if isinstance(current, list):
-            raise E.InvalidInput(f"Input “{name}” of node {node_id} is connected to another node; it cannot be set.")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        if isinstance(current, bool):
-            if not isinstance(value, bool):
-                raise E.InvalidInput(f"Input “{name}” of node {node_id} needs true or false.")
-        elif isinstance(current, int) and not isinstance(current, bool):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise E.InvalidInput(f"Input “{name}” of node {node_id} needs a whole number.")
-        elif isinstance(current, float):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise E.InvalidInput(f"Input “{name}” of node {node_id} needs a number.")
-            value = float(value)
-        elif isinstance(current, str) and not isinstance(value, str):
-            value = raw
-        inputs[name] = value
+        if not sep or not target.strip():
+            raise E.InvalidInput(f"“{item}” is not of the form TARGET=VALUE (TARGET: NODE_ID.INPUT, a node title.INPUT, or a name like seed).")
+        for node_id, name in _targets(target, out, params):
+            _set_one(out, node_id, name, raw)
     return out
+
+
+def _set_one(out: dict[str, Any], node_id: str, name: str, raw: str) -> None:
+    node = out[node_id]
+    inputs = node.setdefault("inputs", {})
+    if name not in inputs:
+        raise E.InvalidInput(f"Node {node_id} ({node.get('class_type')}) has no input called “{name}”.")
+    current = inputs[name]
+    if isinstance(current, list):
+        raise E.InvalidInput(f"Input “{name}” of node {node_id} is connected to another node; it cannot be set.")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise E.InvalidInput(f"Input “{name}” of node {node_id} needs true or false.")
+    elif isinstance(current, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise E.InvalidInput(f"Input “{name}” of node {node_id} needs a whole number.")
+    elif isinstance(current, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise E.InvalidInput(f"Input “{name}” of node {node_id} needs a number.")
+        value = float(value)
+    elif isinstance(current, str) and not isinstance(value, str):
+        value = raw
+    inputs[name] = value
 
 
 def read_workflow(path: Path) -> "W.LoadedWorkflow":

@@ -47,9 +47,40 @@ def test_run_refusals_and_exit_codes(real_server, tmp_path):
     assert r.returncode == 2 and "whole number" in r.stderr
     r = _cli("run", str(wf), "--server", real_server.url, "--set", "1.width=0", "--out", str(tmp_path))
     assert r.returncode == 1 and "must be at least 1" in r.stderr and "Traceback" not in r.stderr
-    ui = tmp_path / "ui.json"
-    ui.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
-    r = _cli("run", str(ui), "--server", real_server.url, "--out", str(tmp_path))
-    assert r.returncode == 2 and "Export (API)" in r.stderr
+    empty = tmp_path / "ui.json"
+    empty.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
+    r = _cli("run", str(empty), "--server", real_server.url, "--out", str(tmp_path))
+    assert r.returncode == 2 and "no nodes" in r.stderr
+    r = _cli("run", str(tmp_path / "missing.json"), "--server", real_server.url, "--out", str(tmp_path))
+    assert r.returncode == 2 and "There is no file" in r.stderr
     r = _cli("status", "--server", "http://127.0.0.1:9")
     assert r.returncode == 3 and "Cannot reach the server at http://127.0.0.1:9" in r.stderr
+
+
+def _pair_file(tmp_path, name):
+    from tests.unit.test_workflow_convert import pair
+
+    p = pair(name)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(p["ui"]))
+    return path, p
+
+
+def test_convert_prints_what_the_frontend_would_send(real_server, tmp_path):
+    path, p = _pair_file(tmp_path, "m_subgraph_widget_and_link")
+    r = _cli("convert", str(path), "--server", real_server.url)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert {k: v["inputs"] for k, v in got.items()} == {k: v["inputs"] for k, v in p["api"].items()}
+    api_file = recordings_dir() / "workflows" / "empty_save.json"
+    r = _cli("convert", str(api_file))  # API files need no server and come back unchanged
+    assert r.returncode == 0 and json.loads(r.stdout) == {
+        k: {kk: vv for kk, vv in v.items()} for k, v in json.loads(api_file.read_text()).items()}
+
+
+def test_run_a_save_file_and_set_by_title(real_server, tmp_path):
+    path, p = _pair_file(tmp_path, "a_simple_chain")
+    r = _cli("run", str(path), "--server", real_server.url, "--set", "My Blur.blur_radius=2",
+             "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "out").iterdir())
