@@ -3,6 +3,7 @@
     comfypanel status [--server URL | --cloud]
     comfypanel run WORKFLOW [--server URL | --cloud] [--set NODE_ID.INPUT=VALUE ...] --out DIR
     comfypanel convert WORKFLOW [--server URL | --cloud]   (API JSON on stdout)
+    comfypanel inspect WORKFLOW [--server URL | --cloud]   (simple and advanced parameters)
     comfypanel local-server [--port 8188]        (the CPU ComfyUI the tests use; see devserver)
 
 Credentials come from the environment (``COMFYUI_TOKEN``, ``COMFY_CLOUD_API_KEY``), never from
@@ -23,6 +24,7 @@ from typing import Any, Mapping, Sequence
 from . import errors as E
 from .client import ComfyClient
 from .connection import Connection
+from . import schema as S
 from . import workflow as W
 from .jobs import JobProgress, submit_and_wait
 
@@ -78,7 +80,9 @@ def _targets(target: str, prompt: Mapping[str, Any], params: Any) -> list[tuple[
     if params is not None:
         key = target.strip().casefold()
         visible = list(params)
-        by_role = [p for p in visible if (p.role or "").casefold() == key]
+        # a simple parameter wins over an advanced one of the same role (SDXL: the refiner's seed)
+        by_role = [p for p in params.simple if (p.role or "").casefold() == key] or [
+            p for p in visible if (p.role or "").casefold() == key]
         if by_role and (len(by_role) == 1 or key in _PROMPT_ROLES):
             return [(p.node_id, p.input_name) for p in by_role]
         by_label = [p for p in visible if p.label.casefold() == key]
@@ -168,20 +172,44 @@ def read_workflow(path: Path) -> "W.LoadedWorkflow":
     return W.load(data, path.name)
 
 
-def api_graph(loaded: "W.LoadedWorkflow", client: ComfyClient | None) -> dict[str, Any]:
-    """The API prompt of a loaded workflow; Save-format files are converted with the server's
-    ``/object_info`` (so they need a server)."""
-    if loaded.ui is not None:
-        if client is None:
-            raise E.ConfigError("Converting a Save-format workflow needs a server's node list; give --server or --cloud.")
-        return W.to_api(loaded, client.object_info())
-    return W.to_api(loaded)
+def models_for(graph: Mapping[str, Any], schema: S.Schema, client: ComfyClient) -> dict[str, list[str]]:
+    """The server's file lists for the model folders this graph uses (``/models/{folder}``)."""
+    folders = set()
+    for node in graph.values():
+        spec = schema.node(node.get("class_type", ""))
+        if spec is None:
+            continue
+        for name in (node.get("inputs") or {}):
+            inp = spec.input(name)
+            if inp is not None and inp.model_folder:
+                folders.add(inp.model_folder)
+    out: dict[str, list[str]] = {}
+    for folder in sorted(folders):
+        try:
+            out[folder] = client.models(folder)
+        except (E.NotFound, E.NotSupported):
+            continue
+    return out
+
+
+def prepared(args: argparse.Namespace, client: ComfyClient) -> tuple["W.LoadedWorkflow", dict[str, Any], S.Schema]:
+    """Load the workflow, convert it, apply --set: what run and inspect share."""
+    loaded = read_workflow(Path(args.workflow))
+    object_info = client.object_info()
+    schema = S.Schema.from_object_info(object_info)
+    graph = W.to_api(loaded, object_info)
+    params = S.discover(graph, schema)
+    return loaded, parse_set(getattr(args, "set", None) or [], graph, params), schema
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    loaded = read_workflow(Path(args.workflow))
     client = ComfyClient(_connection(args))
-    prompt = parse_set(args.set or [], api_graph(loaded, client))
+    loaded, prompt, schema = prepared(args, client)
+    problems = S.preflight(prompt, schema, models_for(prompt, schema, client))
+    for problem in problems:
+        print(("error: " if problem.blocking else "warning: ") + problem.message, file=sys.stderr)
+    if any(p.blocking for p in problems):
+        return EXIT_USAGE
     out_dir = Path(args.out)
     listener = client.listener()
     listener.start()
@@ -229,6 +257,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    text = text.replace("\n", " ⏎ ")
+    return text if len(text) <= 70 else text[:67] + "…"
+
+
+def _kind(p: "S.Parameter") -> str:
+    spec = p.spec
+    if spec.kind in ("INT", "FLOAT"):
+        rng = [f"{spec.min:g}" if spec.min is not None else "", f"{spec.max:g}" if spec.max is not None else ""]
+        return f"{spec.kind} {rng[0]}..{rng[1]}" if any(rng) else spec.kind
+    if spec.kind == "COMBO":
+        if spec.model_folder:
+            return f"model ({spec.model_folder})"
+        if spec.upload:
+            return f"{spec.upload} file"
+        return f"choice of {len(spec.options)}"
+    if spec.kind == "STRING":
+        return "text (multiline)" if spec.multiline else "text"
+    return spec.kind.lower()
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    client = ComfyClient(_connection(args))
+    _loaded, graph, schema = prepared(args, client)
+    params = S.discover(graph, schema)
+    rows = [("Simple", params.simple)] + [(f"Advanced · {label}", ps) for label, ps in params.groups()]
+    for heading, ps in rows:
+        if not ps:
+            continue
+        print(heading)
+        for p in ps:
+            role = f" [{p.role}]" if p.role and heading == "Simple" else ""
+            print(f"  {p.label}{role} = {_show(p.value)}    ({_kind(p)}; --set {p.id}=…)")
+    if params.hidden:
+        print(f"({len(params.hidden)} hidden value{'s' if len(params.hidden) != 1 else ''})")
+    for problem in S.preflight(graph, schema, models_for(graph, schema, client)):
+        print(("error: " if problem.blocking else "warning: ") + problem.message)
+    return EXIT_OK
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     loaded = read_workflow(Path(args.workflow))
     client = ComfyClient(_connection(args)) if loaded.ui is not None else None
@@ -267,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an API-format workflow and save its outputs")
     p.add_argument("workflow", help="workflow .json (API or Save format) or a PNG/WebP made by ComfyUI")
     target(p)
-    p.add_argument("--set", action="append", metavar="NODE_ID.INPUT=VALUE", help="change an input (repeatable)")
+    p.add_argument("--set", action="append", metavar="TARGET=VALUE",
+                   help="change a value: NODE_ID.INPUT=V, 'Node title.INPUT=V' or a simple name like seed=42 (repeatable)")
     p.add_argument("--out", required=True, help="folder for the output files")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.set_defaults(func=cmd_run)
@@ -276,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", help="workflow .json (either format) or a PNG/WebP made by ComfyUI")
     target(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("inspect", help="list a workflow's simple and advanced parameters with their values")
+    p.add_argument("workflow", help="workflow .json (either format) or a PNG/WebP made by ComfyUI")
+    target(p)
+    p.add_argument("--set", action="append", metavar="TARGET=VALUE", help="change a value first (repeatable)")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("local-server", help="install (cached) and run the CPU ComfyUI used by the tests")
     p.add_argument("--port", type=int, default=8188)

@@ -176,11 +176,13 @@ class Transport:
         ok: tuple[int, ...] = (),
         max_bytes: int | None = None,
         headers: Mapping[str, str] | None = None,
+        retry: bool = True,
     ) -> Reply:
         """Send one request and return the final reply (after redirects).
 
         ``ok`` lists statuses ≥ 400 the caller handles itself (e.g. 400 for a rejected prompt,
-        404 for "not there"). Every other status ≥ 400 raises.
+        404 for "not there"). Every other status ≥ 400 raises. ``retry=False`` sends a GET once
+        (a liveness probe that must see the server being down).
 
         Raises:
             CannotConnect, RequestTimedOut, AuthFailed, Forbidden, InsufficientCredits,
@@ -191,11 +193,13 @@ class Transport:
         if headers:
             hdrs.update(headers)
         limit = max_bytes or self.max_bytes
-        session = self.session if method.upper() in ("GET", "HEAD") else self._post_session
+        session = self.session if retry and method.upper() in ("GET", "HEAD") else self._post_session
         origin = _origin(url)
         reply = None
         for _hop in range(_MAX_REDIRECTS + 1):
             same_origin = _origin(url) == origin
+            # errors name the server the user chose, not the API route that failed
+            shown = self.connection.display_url if same_origin else url
             sess = session if same_origin else self._foreign
             send_headers = hdrs if same_origin else {}
             try:
@@ -212,21 +216,21 @@ class Transport:
                     stream=True,
                 )
             except requests.exceptions.ConnectTimeout:
-                raise E.CannotConnect(url) from None
+                raise E.CannotConnect(shown) from None
             except requests.exceptions.ReadTimeout:
                 t = timeout or self.timeout
-                raise E.RequestTimedOut(url, t[1] if isinstance(t, tuple) else t) from None
+                raise E.RequestTimedOut(shown, t[1] if isinstance(t, tuple) else t) from None
             except requests.exceptions.RetryError as exc:
                 status = _status_from_retry_error(exc)
                 if status:
                     reply = Reply(status, {}, b"", E.safe_url(url))
                     break
-                raise E.CannotConnect(url) from None
+                raise E.CannotConnect(shown) from None
             except (requests.exceptions.ConnectionError, requests.exceptions.InvalidURL,
                     requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
                 if "Read timed out" in str(exc):
-                    raise E.RequestTimedOut(url) from None
-                raise E.CannotConnect(url) from None
+                    raise E.RequestTimedOut(shown) from None
+                raise E.CannotConnect(shown) from None
             with resp:
                 if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                     nxt = urljoin(url, resp.headers["Location"])

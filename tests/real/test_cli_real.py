@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -45,8 +46,13 @@ def test_run_refusals_and_exit_codes(real_server, tmp_path):
     wf = recordings_dir() / "workflows" / "empty_save.json"
     r = _cli("run", str(wf), "--server", real_server.url, "--set", "1.width=wide", "--out", str(tmp_path))
     assert r.returncode == 2 and "whole number" in r.stderr
+    # caught by pre-flight, before anything is sent
     r = _cli("run", str(wf), "--server", real_server.url, "--set", "1.width=0", "--out", str(tmp_path))
-    assert r.returncode == 1 and "must be at least 1" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "must be at least 1" in r.stderr and "Traceback" not in r.stderr
+    # refused by the server itself (LoadImage values are not checked against the list beforehand)
+    inv = recordings_dir() / "workflows" / "invert_save.json"
+    r = _cli("run", str(inv), "--server", real_server.url, "--set", "1.image=nope.png", "--out", str(tmp_path))
+    assert r.returncode == 1 and "“nope.png” is not on the server" in r.stderr and "Traceback" not in r.stderr
     empty = tmp_path / "ui.json"
     empty.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))
     r = _cli("run", str(empty), "--server", real_server.url, "--out", str(tmp_path))
@@ -84,3 +90,25 @@ def test_run_a_save_file_and_set_by_title(real_server, tmp_path):
              "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     assert list((tmp_path / "out").iterdir())
+
+
+def test_inspect_lists_simple_and_advanced(real_server):
+    wf = recordings_dir() / "workflows" / "slow_blur.json"
+    r = _cli("inspect", str(wf), "--server", real_server.url)
+    assert r.returncode == 0, r.stderr
+    assert "Advanced · " in r.stdout and "--set 2.blur_radius=" in r.stdout
+    sd = Path(__file__).resolve().parents[1] / "data" / "workflows" / "sd15_txt2img.json"
+    r = _cli("inspect", str(sd), "--server", real_server.url)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Simple" and any("[positive]" in ln for ln in lines) and any("[seed]" in ln for ln in lines)
+    assert any(ln.startswith("error: ") and "checkpoints" in ln for ln in lines)  # no models on this server
+
+
+def test_run_refuses_before_sending_when_preflight_fails(real_server, tmp_path):
+    sd = Path(__file__).resolve().parents[1] / "data" / "workflows" / "sd15_txt2img.json"
+    r = _cli("run", str(sd), "--server", real_server.url, "--set", "seed=42", "--set", "positive=a red fox",
+             "--out", str(tmp_path))
+    assert r.returncode == 2 and "error: " in r.stderr and "checkpoints" in r.stderr
+    r = _cli("run", str(sd), "--server", real_server.url, "--set", "flavour=3", "--out", str(tmp_path))
+    assert r.returncode == 2 and "no parameter called “flavour”" in r.stderr
