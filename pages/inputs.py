@@ -1,13 +1,10 @@
-"""Inputs: images and masks the workflows use."""
+"""Inputs: the server's input images, uploads, and masks."""
 
 import streamlit as st
 
-from components import connection_box, require_frame
+from components import inputs, require_frame
 
 require_frame()
 
 st.title("Inputs")
-st.write(
-    "Upload input images and paint masks for your workflows. This page is coming in a later release."
-)
-connection_box.status_line()
+inputs.render()

@@ -54,3 +54,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
     elif reporter:
         reporter.write_line("tier check: " + ", ".join(f"{t} {_ran[t]}" for t in TIERS))
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory):
+    """A real ComfyUI 0.3.75 on CPU (installed and cached by comfypanel.devserver), one per test
+    session, with its own data folder; started only when a test asks for it."""
+    from comfypanel import devserver
+
+    devserver.ensure_installed()
+    server = devserver.start(data_dir=tmp_path_factory.mktemp("comfyui-data"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,6 +1,7 @@
 """The real tier: a real ComfyUI 0.3.75 on CPU, installed (cached) and started by comfypanel.devserver.
 
-One server per test session, with its own data folder (input/output/temp/user), so runs never see
+The session-wide ``real_server`` fixture lives in tests/conftest.py (the browser tier uses it
+too). One server per test session, with its own data folder (input/output/temp/user), so runs never see
 each other's files. Tests must not depend on durations, only on event order and counts.
 """
 
@@ -8,19 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from comfypanel import devserver
 from comfypanel.client import ComfyClient
 from comfypanel.connection import Connection
-
-
-@pytest.fixture(scope="session")
-def real_server(tmp_path_factory):
-    devserver.ensure_installed()
-    server = devserver.start(data_dir=tmp_path_factory.mktemp("comfyui-data"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,94 @@
+"""One WebSocket listener per browser session, for the live views (Generate, Queue).
+
+The listener is a session-scoped resource (``st.cache_resource(scope="session")``): Streamlit
+creates it once per browser session and per client, and calls ``on_release`` — which stops the
+listener's thread — when the session ends or the client changes. Nothing here is shared between
+sessions, and no credential is cached globally.
+
+Pages never call ``st.*`` from the listener thread; they read ``listener.snapshot(...)`` inside a
+fragment (``st.fragment(run_every=...)``) that only re-runs while something is in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import streamlit as st
+
+from comfypanel.client import ComfyClient
+from comfypanel.events import EventListener
+
+from . import session
+
+log = logging.getLogger("comfypanel.ui.live")
+
+
+def _release(listener: EventListener) -> None:
+    try:
+        listener.stop(timeout=3.0)
+    except Exception:  # releasing must never break a session's teardown
+        log.debug("listener stop failed", exc_info=True)
+
+
+@st.cache_resource(scope="session", on_release=_release, show_spinner=False, max_entries=4)
+def _session_listener(fingerprint: str, client_id: str, _client: ComfyClient) -> EventListener:
+    # Keyed by the connection fingerprint and client id (the client object itself is not hashed):
+    # a new connection in this session gets a new listener, and the old one is released.
+    listener = _client.listener(name=f"comfy-ws-{client_id[:8]}")
+    listener.start()
+    return listener
+
+
+def listener() -> EventListener | None:
+    """This session's listener for its current client, started on first use; None when not connected."""
+    client = session.client()
+    if client is None:
+        return None
+    return _session_listener(client.connection.fingerprint(), client.client_id, client)
+
+
+def release_all() -> None:
+    """Stop this session's listeners (e.g. on disconnect)."""
+    _session_listener.clear()
+
+
+def is_live(lst: Any) -> bool:
+    return bool(lst is not None and getattr(lst, "connected", False))
+
+
+def _stop_watcher(watcher: Any) -> None:
+    try:
+        watcher.stop(wait=False)
+    except Exception:
+        log.debug("watcher stop failed", exc_info=True)
+
+
+@st.cache_resource(scope="session", on_release=_stop_watcher, show_spinner=False, max_entries=4)
+def _session_watcher(fingerprint: str, client_id: str, _client: ComfyClient, _listener: Any) -> Any:
+    from comfypanel.watcher import JobWatcher
+
+    return JobWatcher(_client, _listener)
+
+
+def watcher() -> Any:
+    """This session's ``JobWatcher`` (follows submitted jobs in worker threads); None when not connected."""
+    client = session.client()
+    if client is None:
+        return None
+    return _session_watcher(client.connection.fingerprint(), client.client_id, client, listener())
+
+
+@st.cache_resource(show_spinner=False)
+def _ledger() -> Any:
+    # Global on purpose: the ledger holds no credential (rows carry server ids and user labels only).
+    try:
+        from comfypanel.ledger import Ledger
+    except ImportError:  # the ledger lands with the gallery
+        return None
+    return Ledger()
+
+
+def ledger() -> Any:
+    """The job ledger (SQLite), or None when it is not available."""
+    return _ledger()
