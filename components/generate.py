@@ -166,6 +166,11 @@ def _store(pid: str, key: str) -> None:
     session.gen_state()[session.K_GEN_NODE_ERRORS].pop(pid, None)
 
 
+def _store_color(pid: str, key: str) -> None:
+    hex_value = str(st.session_state.get(key) or "#000000").lstrip("#")
+    session.gen_state()[session.K_GEN_VALUES][pid] = int(hex_value, 16)
+
+
 def _seed_widget(key: str, value: Any) -> str:
     if key not in st.session_state:
         st.session_state[key] = value
@@ -205,6 +210,11 @@ def param_widget(p: S.Parameter, form: Form, client: ComfyClient, models: Mappin
         with c3:
             st.button("🎲", key=session.gen_widget("dice", p.id), help="Pick a random seed now",
                       on_click=_dice, args=(p.id, key, int(spec.max or 2**32)))
+    elif spec.kind == "INT" and spec.display == "color":
+        ckey = session.gen_widget("color", p.id)
+        start = int(value) if isinstance(value, int) else 0
+        st.color_picker(label, key=_seed_widget(ckey, f"#{start & 0xFFFFFF:06x}"), help=help_text,
+                        on_change=_store_color, args=(p.id, ckey))
     elif spec.kind == "INT":
         st.number_input(label, min_value=_bound(spec.min, int), max_value=_bound(spec.max, int),
                         step=int(spec.step) if spec.step else 1,
@@ -281,9 +291,81 @@ def image_widget(p: S.Parameter, key: str, client: ComfyClient) -> None:
         up_key = session.gen_widget("upload", p.id)
         st.file_uploader("Upload", type=["png", "jpg", "jpeg", "webp"], key=up_key, label_visibility="collapsed",
                          on_change=_on_image_upload, args=(p.id, key, up_key, [client]))
+    recent = _recent_outputs()
+    with st.expander("Use a result, or paint a mask"):
+        if recent:
+            rkey = session.gen_widget("recent", p.id)
+            st.selectbox("A result from this session", [""] + list(recent), key=rkey,
+                         format_func=lambda n: "—" if not n else plain(n),
+                         on_change=_on_use_result, args=(p.id, key, rkey, [client]))
+        _mask_editor(p, key, client)
     refused = session.gen_state()[session.K_GEN_NODE_ERRORS].get(p.id)
     if refused:
         st.error(plain(refused), icon=":material/block:")
+
+
+def _recent_outputs() -> dict[str, Any]:
+    """This session's finished image outputs, newest first: name -> OutputFile."""
+    watcher = live.watcher()
+    out: dict[str, Any] = {}
+    if watcher is None:
+        return out
+    for run in reversed(session.gen_state()[session.K_GEN_RUNS]):
+        done = watcher.result(run["prompt_id"])
+        for f in (done.files if done is not None else ()):
+            if f.data and f.ref.kind == "images":
+                out.setdefault(f.ref.filename, f)
+    return out
+
+
+def _on_use_result(pid: str, key: str, rkey: str, holder: list) -> None:
+    name = st.session_state.get(rkey)
+    f = _recent_outputs().get(name) if name else None
+    if f is None:
+        return
+    try:
+        ref = holder[0].upload_image(f.data, f.ref.filename)
+    except E.ComfyPanelError as exc:
+        session.gen_state()[session.K_GEN_NODE_ERRORS][pid] = exc.user_message
+        return
+    session.gen_state()[session.K_GEN_VALUES][pid] = ref.image_value
+    st.session_state[key] = ref.image_value
+
+
+def _mask_editor(p: S.Parameter, key: str, client: ComfyClient) -> None:
+    """Paint (or upload) a mask over the chosen input image; the masked copy becomes the value."""
+    from comfypanel.types import FileRef
+    from comfypanel.uploads import mask_from_image, mask_from_strokes
+
+    from .inputs import image_bytes, paint_mask
+
+    name = str(st.session_state.get(key) or p.value or "")
+    if not name or "[" in name:
+        st.caption("Choose an image from the server's input folder to paint a mask on it.")
+        return
+    sub, _, base = name.rpartition("/")
+    original = FileRef(base, sub, "input")
+    try:
+        image = image_bytes(client, original)
+        info = check_upload(image, max_pixels=10**9)
+    except E.ComfyPanelError as exc:
+        st.caption(plain(exc.user_message))
+        return
+    layer = paint_mask(image, (info.width, info.height), key=session.gen_widget("canvas", p.id))
+    mask_up = st.file_uploader("…or upload a mask (white = area to change)", type=["png", "jpg", "jpeg", "webp"],
+                               key=session.gen_widget("maskup", p.id))
+    if st.button("Use this mask", key=session.gen_widget("usemask", p.id), disabled=layer is None and mask_up is None):
+        try:
+            png = (mask_from_image(mask_up.getvalue(), (info.width, info.height)) if mask_up is not None
+                   else mask_from_strokes(layer, (info.width, info.height)))
+            ref = client.upload_mask(png, f"{base.rsplit('.', 1)[0]}_mask.png", original, overwrite=True)
+        except E.ComfyPanelError as exc:
+            session.gen_state()[session.K_GEN_NODE_ERRORS][p.id] = exc.user_message
+        else:
+            session.gen_state()[session.K_GEN_VALUES][p.id] = ref.image_value
+            st.session_state.pop(key, None)  # the selectbox picks the new value up on the next run
+            st.toast(f"Masked image stored as {ref.image_value}.")
+        st.rerun()
 
 
 def form_section(form: Form, client: ComfyClient, models: Mapping[str, list[str]]) -> None:

@@ -51,6 +51,21 @@ def thumb(client: ComfyClient, name: str) -> bytes | None:
     return cache[key]
 
 
+def image_bytes(client: ComfyClient, ref: FileRef) -> bytes:
+    """The full bytes of a server file, cached for this session (a few recent ones).
+
+    Raises:
+        ComfyPanelError: the file cannot be read.
+    """
+    cache = st.session_state.setdefault("cp_inputs_images", {})
+    key = (client.connection.fingerprint(), ref.filename, ref.subfolder, ref.type)
+    if key not in cache:
+        cache[key] = client.view(ref)
+        while len(cache) > 8:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
 def _notice(kind: str, text: str) -> None:
     st.session_state.setdefault(K_NOTICE, []).append((kind, text))
 
@@ -166,7 +181,7 @@ def detail(client: ComfyClient, name: str) -> None:
     st.divider()
     st.subheader(plain(name))
     try:
-        image = client.view(FileRef(name, "", "input"))
+        image = image_bytes(client, FileRef(name, "", "input"))
         info = check_upload(image, max_pixels=10**9)
     except E.ComfyPanelError as exc:
         st.error(plain(exc.user_message))

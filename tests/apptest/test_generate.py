@@ -221,3 +221,49 @@ def test_inputs_mask_from_uploaded_image(app, comfy_double):
     app.button(key="cp_w_inputs_save_upload").click().run()
     assert not app.exception
     assert "Mask saved as" in _texts(app)
+
+
+def test_mask_on_a_generate_image_input(app, comfy_double):
+    _upload(app, "inv.json", json.dumps(workflow("invert_save")).encode())
+    mask = Image.new("L", (16, 16), 0)
+    mask.paste(255, (0, 0, 8, 16))
+    buf = io.BytesIO()
+    mask.save(buf, "PNG")
+    uploader = next(u for u in app.get("file_uploader") if "maskup" in (u.proto.id or "") or "maskup" in str(u.key))
+    uploader.upload("mask.png", buf.getvalue(), "image/png").run()
+    use = next(b for b in app.button if "usemask" in (b.key or ""))
+    use.click().run()
+    assert not app.exception
+    image = next(s for s in app.selectbox if s.label == "Load Image" or "image" in s.label.lower())
+    assert image.value == "clipspace/example_mask.png"
+    from pathlib import Path
+
+    stored = Image.open(Path(comfy_double.input_dir) / "clipspace" / "example_mask.png").convert("RGBA")
+    alpha = stored.getchannel("A")
+    assert alpha.getpixel((1, 1)) == 0 and alpha.getpixel((stored.width - 2, 1)) == 255
+
+
+def test_colour_values_use_a_colour_picker(app):
+    app.selectbox(key="cp_w_gen_example").set_value("colour_swatch")
+    app.button(key="cp_w_gen_load_example").click().run()
+    picker = app.color_picker[0]
+    assert picker.value == "#3366cc"
+    picker.set_value("#ff0000").run()
+    assert session_values(app)["1.color"] == 0xFF0000
+
+
+def session_values(app):
+    return app.session_state["cp_gen_values"]
+
+
+def test_generate_on_comfy_cloud(cloud_double, monkeypatch):
+    monkeypatch.setenv("COMFY_CLOUD_API_KEY", "test-key")
+    monkeypatch.setenv("COMFY_CLOUD_URL", cloud_double.url)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    assert not at.exception
+    _upload(at, "e.json", json.dumps(workflow("empty_save")).encode())
+    at.button(key="cp_w_gen_go").click().run()
+    _wait_results(at, 20)
+    assert "Finished: 2 files" in _texts(at)
+    assert "test-key" not in _texts(at)

@@ -114,3 +114,27 @@ def test_cancel_a_slow_run(start_panel, page, real_server, tmp_path):
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("stopped before it finished").wait_for(timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / "generate-5-cancelled.png"), full_page=True)
+
+
+def test_phone_width_example_journey(start_panel, browser, real_server):
+    """A phone-width screen: load a bundled example and generate; the form and result fit."""
+    panel = start_panel(COMFYUI_URL=real_server.url)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    try:
+        page.goto(panel.url)
+        page.wait_for_selector("[data-testid='stApp']")
+        _settle(page)
+        page.get_by_role("tab", name="Examples").click()
+        page.get_by_role("button", name="Load example").click()
+        _settle(page)
+        page.get_by_text("Invert a photo").first.wait_for()
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Finished: 1 file").wait_for(timeout=90_000)
+        _settle(page)
+        page.screenshot(path=str(SCREENSHOTS / "generate-phone.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"the page scrolls sideways on a phone ({width}px)"
+    finally:
+        context.close()
