@@ -71,6 +71,8 @@ class Submission:
     recipe: W.Recipe = field(repr=False)
     seeds: Mapping[str, int] = field(default_factory=dict)
     label: str = ""  # "Run 2 of 4" or the grid cell label
+    grid_x: Any = None  # this cell's X value (grids only)
+    grid_y: Any = None
 
 
 def submissions(loaded: W.LoadedWorkflow, form: Form, *, seed_modes: Mapping[str, str], count: int = 1,
@@ -93,7 +95,8 @@ def submissions(loaded: W.LoadedWorkflow, form: Form, *, seed_modes: Mapping[str
             edits[grid_x[0]] = cell.x_value
             if grid_y:
                 edits[grid_y[0]] = cell.y_value
-            out.append(Submission(g, _recipe(loaded, edits, seeds, modes, 1, grid_spec, g), seeds, cell.label))
+            out.append(Submission(g, _recipe(loaded, edits, seeds, modes, 1, grid_spec, g), seeds, cell.label,
+                                  cell.x_value, cell.y_value))
         return out
     runs = W.batch(form.graph, count, modes, rng)
     return [

@@ -475,6 +475,10 @@ def submit(client: ComfyClient, loaded: W.LoadedWorkflow, form: Form, count: int
         state[session.K_GEN_RUNS].append({
             "prompt_id": pid, "label": sub.label, "seeds": dict(sub.seeds), "name": loaded.name,
             "submitted": time.time(), "warnings": [e.message for e in queued.node_errors], "recorded": False,
+            "batch": batch_id, "grid": (sub.grid_x, sub.grid_y) if grid_x else None,
+            "axes": (form.params[grid_x[0]].label, form.params[grid_y[0]].label if grid_y else "") if grid_x else None,
+            "titles": {nid: S.clean_title((n.get("_meta") or {}).get("title")) or n.get("class_type", nid)
+                       for nid, n in sub.graph.items()},
         })
         if watcher is not None:
             watcher.watch(pid, nodes_total=len(sub.graph), queued=queued)
@@ -545,8 +549,19 @@ def results_section() -> None:
         w = live.watcher()
         lst = live.listener()
         still = w is not None and w.active()
-        for run in reversed(session.gen_state()[session.K_GEN_RUNS][-12:]):
-            _run_card(run, w, lst)
+        shown: set[str] = set()
+        for run in reversed(session.gen_state()[session.K_GEN_RUNS][-48:]):
+            if run["prompt_id"] in shown:
+                continue
+            if run.get("grid") and run.get("batch"):
+                cells = [r for r in session.gen_state()[session.K_GEN_RUNS] if r.get("batch") == run["batch"]]
+                shown.update(r["prompt_id"] for r in cells)
+                _grid_card(cells, w, lst)
+            else:
+                shown.add(run["prompt_id"])
+                _run_card(run, w, lst)
+            if len(shown) >= 12:
+                break
         if active and not still:
             st.rerun()  # the last job ended: one full run draws the results and stops the timer
 
@@ -563,12 +578,62 @@ def _run_card(run: dict, watcher: Any, lst: Any) -> None:
     with st.container(border=True, key=f"cp_run_{pid}"):
         if done is None:
             progress = watcher.progress(pid) if watcher is not None else None
-            _running(pid, title, progress, lst)
+            _running(pid, title, progress, lst, run.get("titles"))
         else:
             _finished(pid, title, run, done)
 
 
-def _running(pid: str, title: str, progress: Any, lst: Any) -> None:
+def _grid_card(cells: list[dict], watcher: Any, lst: Any) -> None:
+    """An XY grid's results as a labelled table: columns are X values, rows are Y values."""
+    first = cells[0]
+    xs: list[Any] = []
+    ys: list[Any] = []
+    for c in cells:
+        x, y = c["grid"]
+        if x not in xs:
+            xs.append(x)
+        if y not in ys:
+            ys.append(y)
+    done = sum(1 for c in cells if watcher is not None and watcher.result(c["prompt_id"]) is not None)
+    with st.container(border=True, key=f"cp_grid_{first['batch']}"):
+        st.markdown(f"**{plain(first['name'])}** — XY grid, {done} of {len(cells)} done")
+        x_label, y_label = first.get("axes") or ("X", "")
+        header = st.columns(len(xs) + 1)
+        header[0].caption(plain(f"{y_label} ↓ / {x_label} →" if y_label else x_label))
+        for i, x in enumerate(xs, 1):
+            header[i].caption(plain(f"{x}"))
+        for y in ys:
+            row = st.columns(len(xs) + 1)
+            row[0].caption(plain("" if y is None else f"{y}"))
+            for i, x in enumerate(xs, 1):
+                cell = next((c for c in cells if c["grid"] == (x, y)), None)
+                if cell is None:
+                    continue
+                fin = watcher.result(cell["prompt_id"]) if watcher is not None else None
+                with row[i]:
+                    if fin is None:
+                        st.caption("running…")
+                    else:
+                        img = next((f for f in fin.files if f.data and f.ref.kind == "images"), None)
+                        if img is not None:
+                            st.image(img.data, width="stretch")
+                        else:
+                            st.caption(plain(fin.message))
+                    if fin is not None and not cell.get("recorded"):
+                        _record(cell, fin)
+
+
+def _record(run: dict, done: Any) -> None:
+    ledger = live.ledger()
+    if ledger is not None and not run.get("recorded"):
+        result = done.result
+        ledger.complete(run["prompt_id"], state=done.state, files=result.files if result else (),
+                        error=None if done.state == "succeeded" else done.message,
+                        duration_s=result.duration_s if result else None)
+    run["recorded"] = True
+
+
+def _running(pid: str, title: str, progress: Any, lst: Any, run_titles: Mapping[str, str] | None = None) -> None:
     state = progress.state if progress is not None else "queued"
     c1, c2 = st.columns([5, 1], vertical_alignment="center")
     with c1:
@@ -583,7 +648,10 @@ def _running(pid: str, title: str, progress: Any, lst: Any) -> None:
     fraction = progress.fraction if progress is not None else None
     text = []
     if progress is not None and progress.current_node:
-        text.append(f"node {progress.current_node}")
+        title = (run_titles or {}).get(progress.current_node, "")
+        text.append(f"{title} (node {progress.current_node})" if title else f"node {progress.current_node}")
+    if progress is not None and progress.nodes_total:
+        text.append(f"{progress.nodes_done} of {progress.nodes_total} nodes done")
     if progress is not None and progress.step:
         text.append(f"step {progress.step[0]:g}/{progress.step[1]:g}")
     if progress is not None and progress.connection == "reconnecting":
@@ -596,13 +664,8 @@ def _running(pid: str, title: str, progress: Any, lst: Any) -> None:
 
 
 def _finished(pid: str, title: str, run: dict, done: Any) -> None:
-    ledger = live.ledger()
-    if not run.get("recorded") and ledger is not None:
-        result = done.result
-        ledger.complete(pid, state=done.state, files=result.files if result else (),
-                        error=None if done.state == "succeeded" else done.message,
-                        duration_s=result.duration_s if result else None)
-        run["recorded"] = True
+    if not run.get("recorded"):
+        _record(run, done)
         if done.state == "succeeded":
             st.toast(f"{run['name']} finished.")
         else:

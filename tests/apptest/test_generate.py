@@ -267,3 +267,22 @@ def test_generate_on_comfy_cloud(cloud_double, monkeypatch):
     _wait_results(at, 20)
     assert "Finished: 2 files" in _texts(at)
     assert "test-key" not in _texts(at)
+
+
+def test_xy_grid_shows_a_labelled_table(app, comfy_double):
+    app.selectbox(key="cp_w_gen_example").set_value("colour_swatch")
+    app.button(key="cp_w_gen_load_example").click().run()
+    app.selectbox(key="cp_w_gen_gx").set_value("1.width").run()
+    app.text_input(key="cp_w_gen_vx").input("64, 96").run()
+    app.selectbox(key="cp_w_gen_gy").set_value("1.height").run()
+    app.text_input(key="cp_w_gen_vy").input("32, 48").run()
+    assert "4 images, one per combination" in _texts(app)
+    app.button(key="cp_w_gen_go").click().run()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "4 of 4 done" not in _texts(app):
+        time.sleep(0.3)
+        app.run()
+    text = _texts(app)
+    assert "XY grid, 4 of 4 done" in text and "Height ↓ / Width →" in text
+    sent = [r for r in comfy_double.requests if r.method == "POST" and r.path.endswith("/prompt")]
+    assert len(sent) == 4
