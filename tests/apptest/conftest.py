@@ -37,6 +37,8 @@ def clean_operator_env(monkeypatch, tmp_path):
     monkeypatch.setenv("COMFYUI_URL", f"http://127.0.0.1:{free_port()}")
     # Streamlit looks for .streamlit/secrets.toml under the working directory.
     monkeypatch.chdir(tmp_path)
+    # The admin audit log: never the developer's own user data directory.
+    monkeypatch.setenv("COMFYPANEL_DATA_DIR", str(tmp_path / "panel-data"))
 
 
 @pytest.fixture(autouse=True)

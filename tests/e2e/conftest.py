@@ -96,6 +96,7 @@ def start_panel(tmp_path):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     def start(**env: str) -> PanelServer:
+        env.setdefault("COMFYPANEL_DATA_DIR", str(tmp_path / "panel-data"))  # the audit log
         server = PanelServer(env, tmp_path / f"streamlit-{len(started)}.log", tmp_path / "no-secrets.toml")
         started.append(server)
         server.wait_healthy()

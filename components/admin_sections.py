@@ -1,0 +1,304 @@
+"""The Admin page's sections: System, Models, Nodes, Manager, Audit.
+
+What a section loaded is kept per session (``session.admin_data``, keyed by the server fingerprint)
+until its Reload button, so switching sections does not refetch ``/object_info``. Server strings
+are shown as text (``st.text``, dataframes, ``st.code``) or escaped with ``plain``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time as dtime, timezone
+from typing import Any, Callable, Mapping
+
+import streamlit as st
+
+from comfypanel import nodeinfo
+from comfypanel.audit import RESULTS, to_csv
+from comfypanel.client import ComfyClient
+from comfypanel.errors import ComfyPanelError
+from comfypanel.manager import Manager, ManagerInfo, ManagerRefused, explain_task_failure
+from comfypanel.monitor import StatsMonitor
+
+from . import admin_gate, connection_box, session
+from .text import plain
+
+__all__ = ["SECTIONS", "handlers", "system", "models", "nodes", "manager", "audit"]
+
+SECTIONS = ("System", "Models", "Nodes", "Manager", "Audit")
+_MISSING = object()
+
+
+# -- loading ------------------------------------------------------------------------------------------
+def _load(client: ComfyClient, what: str, fetch: Callable[[], Any]) -> Any:
+    """``fetch()`` once per session and server (until ``_reload_button``); errors shown as a sentence."""
+    key = (client.connection.fingerprint(), what)
+    cached = session.admin_data(key)
+    if cached is not None:
+        return cached[0]
+    try:
+        value = fetch()
+    except ComfyPanelError as exc:
+        st.error(plain(exc.user_message), icon=":material/error:")
+        return _MISSING
+    session.set_admin_data(key, (value,))
+    return value
+
+
+def _reload_button(client: ComfyClient, *whats: str, key: str) -> None:
+    fp = client.connection.fingerprint()
+
+    def drop() -> None:
+        for what in whats:
+            session.drop_admin_data(fp, what)
+
+    st.button("Reload", key=session.admin_widget(key), icon=":material/refresh:", type="tertiary", on_click=drop)
+
+
+# -- actions (run after confirmation, audited by admin_gate.run_confirmed) ------------------------------
+def handlers(client: ComfyClient) -> dict[str, Callable[[Mapping[str, Any]], str]]:
+    fp = client.connection.fingerprint()
+
+    def free(params: Mapping[str, Any]) -> str:
+        client.free(unload_models=True, free_memory=bool(params.get("free_memory")))
+        return ("The server unloaded its models and emptied its caches." if params.get("free_memory")
+                else "The server unloaded its models.")
+
+    def clear_queue(params: Mapping[str, Any]) -> str:
+        client.clear_queue()
+        return "Every waiting job was removed from the queue (a running job continues)."
+
+    def clear_history(params: Mapping[str, Any]) -> str:
+        client.clear_history()
+        return "The server's job history was cleared."
+
+    def manager_obj() -> Manager:
+        cached = session.admin_data((fp, "manager_info"))
+        return Manager(client, cached[0] if cached and isinstance(cached[0], ManagerInfo) else None)
+
+    def install(params: Mapping[str, Any]) -> str:
+        m = manager_obj()
+        ui_id = m.install(str(params.get("id") or ""), str(params.get("version") or "latest"))
+        session.drop_admin_data(fp, "manager_installed")
+        session.drop_admin_data(fp, "manager_queue")
+        result = m.wait_task(ui_id, timeout=10)
+        if result is not None and result.failed:
+            raise ManagerRefused("task_failed", explain_task_failure(result.message))
+        return (f"The install of “{params.get('id')}” was queued and the queue started. Restart the server "
+                "when it is done so the new nodes load.")
+
+    def start_queue(params: Mapping[str, Any]) -> str:
+        manager_obj().start_queue()
+        session.drop_admin_data(fp, "manager_queue")
+        return "The Manager's install queue was started."
+
+    def reboot(params: Mapping[str, Any]) -> str:
+        m = manager_obj()
+        m.reboot()
+        back = m.wait_back(timeout=180)
+        session.drop_admin_data(fp)
+        if not back:
+            return "The restart was requested, but the server never went away; it may restart later."
+        return "The server restarted and answers again."
+
+    return {"free_memory": free, "clear_queue": clear_queue, "clear_history": clear_history,
+            "manager_install": install, "manager_start_queue": start_queue, "manager_reboot": reboot}
+
+
+# -- System -------------------------------------------------------------------------------------------
+@st.cache_resource(scope="session", max_entries=2, on_release=lambda m: m.stop(), show_spinner=False)
+def _monitor(fingerprint: str, client_id: str, _client: ComfyClient) -> StatsMonitor:
+    """This session's poller (per session, released with it; the newest two clients at most)."""
+    return StatsMonitor(_client).start()
+
+
+@st.fragment(run_every=2.0)
+def _live_chart(monitor: StatsMonitor) -> None:
+    """Reads the poller's samples: no HTTP here. The poller pauses when this stops reading."""
+    samples = monitor.samples()
+    if monitor.error:
+        st.caption(plain(monitor.error))
+    if len(samples) < 2:
+        st.caption("Collecting samples for the live chart…")
+        return
+    times = [datetime.fromtimestamp(x.at) for x in samples]
+    memory = {"time": times, "RAM GiB": [round(x.ram_used_gib, 2) for x in samples]}
+    if any(x.vram_used_gib for x in samples):
+        memory["VRAM GiB"] = [round(x.vram_used_gib, 2) for x in samples]
+    with st.container(horizontal=True):
+        st.line_chart(memory, x="time", y=[k for k in memory if k != "time"], height=180, x_label="",
+                      y_label="GiB")
+        st.line_chart({"time": times, "jobs": [x.queue for x in samples]}, x="time", y="jobs", height=180,
+                      x_label="", y_label="queue")
+
+
+def system(client: ComfyClient, admin: bool) -> None:
+    connection_box.server_details()
+    st.subheader("Last minutes")
+    _live_chart(_monitor(client.connection.fingerprint(), client.client_id, client))
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.subheader("Queue and memory")
+        _reload_button(client, "queue", "features", "logs", key="reload_system")
+    queue = _load(client, "queue", client.queue)
+    if queue is not _MISSING:
+        with st.container(horizontal=True):
+            st.metric("Running", len(queue.running), border=True)
+            st.metric("Waiting", len(queue.pending), border=True)
+    with st.container(horizontal=True):
+        admin_gate.ask_button("Unload models", "free_memory", "Unload every model from the server's memory? "
+                              "The next job loads them again.", params={"free_memory": False}, key="unload",
+                              admin=admin, icon=":material/memory:")
+        admin_gate.ask_button("Free all memory", "free_memory", "Unload every model and empty the server's "
+                              "caches? The next jobs start from scratch.", params={"free_memory": True},
+                              key="free", admin=admin, icon=":material/mop:")
+        admin_gate.ask_button("Clear queue", "clear_queue", "Remove every waiting job from the server's "
+                              "queue, for every user? The running job continues.", key="clear_queue",
+                              admin=admin, icon=":material/playlist_remove:", danger=True)
+        admin_gate.ask_button("Clear history", "clear_history", "Clear the server's job history for every "
+                              "user? Images stay in the output folder.", key="clear_history", admin=admin,
+                              icon=":material/delete_history:", danger=True)
+    st.subheader("Server features")
+    feats = _load(client, "features", client.features)
+    if feats is not _MISSING:
+        st.json(feats, expanded=False)
+    st.subheader("Server log")
+    if client.is_cloud:
+        st.caption("Comfy Cloud does not share its server log.")
+        return
+    entries = _load(client, "logs", client.logs_raw)
+    if entries is not _MISSING:
+        tail = "".join(m for _, m in entries[-300:])
+        st.code(tail or "(empty)", language=None, height=320)  # st.code shows text literally
+
+
+# -- Models -------------------------------------------------------------------------------------------
+def models(client: ComfyClient) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.subheader("Model folders")
+        _reload_button(client, "model_folders", "embeddings", key="reload_models")
+
+    def folders() -> dict[str, list[str]]:
+        return {name: client.models(name) for name in client.models()}
+
+    data = _load(client, "model_folders", folders)
+    if data is _MISSING:
+        return
+    st.dataframe([{"folder": k, "files": len(v)} for k, v in sorted(data.items())], hide_index=True,
+                 key=session.admin_widget("folders_table"))
+    folder = st.selectbox("Folder", sorted(data), key=session.admin_widget("model_folder"))
+    needle = st.text_input("Search", key=session.admin_widget("model_search"), placeholder="part of a file name")
+    files = [f for f in data.get(folder or "", []) if needle.lower() in f.lower()]
+    st.dataframe({"file": files}, hide_index=True)
+    if not client.is_cloud:
+        candidates = [f for f in files if f.endswith(".safetensors")]
+        if candidates:
+            pick = st.selectbox("Metadata of", candidates, key=session.admin_widget("meta_file"))
+            if st.button("Show metadata", key=session.admin_widget("meta_show"), icon=":material/info:"):
+                try:
+                    meta = client.view_metadata(folder, pick)
+                except ComfyPanelError as exc:
+                    st.error(plain(exc.user_message))
+                else:
+                    if meta:
+                        st.dataframe([{"key": k, "value": v} for k, v in meta.items()], hide_index=True,
+                                     key=session.admin_widget("meta_table"))
+                    else:
+                        st.caption("This file has no metadata.")
+        st.subheader("Embeddings")
+        emb = _load(client, "embeddings", client.embeddings)
+        if emb is not _MISSING:
+            st.dataframe({"embedding": emb}, hide_index=True) if emb else st.caption("No embeddings installed.")
+
+
+# -- Nodes --------------------------------------------------------------------------------------------
+def nodes(client: ComfyClient) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.subheader("Node browser")
+        _reload_button(client, "object_info", key="reload_nodes")
+    info = _load(client, "object_info", client.object_info)
+    if info is _MISSING:
+        return
+    cats = nodeinfo.categories(info)
+    with st.container(horizontal=True):
+        text = st.text_input("Search nodes", key=session.admin_widget("node_search"), placeholder="name")
+        cat = st.selectbox("Category", ["(all)", *cats], key=session.admin_widget("node_category"))
+    found = nodeinfo.search(info, text, None if cat in (None, "(all)") else cat)
+    st.caption(f"{len(found)} of {len(info)} node types")
+    if not found:
+        return
+    labels = {name: f"{display} ({name})" if display != name else name for name, display, _ in found}
+    pick = st.selectbox("Node", list(labels), format_func=labels.__getitem__, key=session.admin_widget("node_pick"))
+    node = info.get(pick) or {}
+    st.text(f"Category: {node.get('category') or '—'}")
+    if node.get("description"):
+        st.text(str(node.get("description")))
+    st.dataframe(nodeinfo.input_rows(node), hide_index=True, key=session.admin_widget("node_inputs"))
+    st.dataframe(nodeinfo.output_rows(node), hide_index=True, key=session.admin_widget("node_outputs"))
+
+
+# -- Manager ------------------------------------------------------------------------------------------
+def manager(client: ComfyClient, admin: bool) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.subheader("ComfyUI-Manager")
+        _reload_button(client, "manager_info", "manager_installed", "manager_queue", key="reload_manager")
+    info = _load(client, "manager_info", lambda: Manager(client).info())
+    if info is _MISSING:
+        return
+    st.text(f"{info.label}{' ' + info.version if info.version else ''}")
+    if not info.present:
+        st.info(plain(info.message), icon=":material/extension_off:")
+        return
+    m = Manager(client, info)
+    status = _load(client, "manager_queue", m.queue_status)
+    if status is not _MISSING:
+        st.progress(status.progress, text=f"Install queue: {status.done} of {status.total} done, "
+                                          f"{status.pending} waiting{', working' if status.is_processing else ''}")
+    installed = _load(client, "manager_installed", m.installed)
+    if installed is not _MISSING:
+        if installed:
+            st.dataframe([{"pack": p.name, "version": p.version, "registry id": p.cnr_id,
+                           "enabled": "yes" if p.enabled else "no"} for p in installed], hide_index=True,
+                         key=session.admin_widget("installed_table"))
+        else:
+            st.caption("No custom node packs are installed through the Manager.")
+    with st.container(border=True):
+        st.caption("Install a node pack from the Comfy Registry (registry.comfy.org)")
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            pack = st.text_input("Registry id", key=session.admin_widget("pack_id"), placeholder="comfyui-impact-pack")
+            version = st.text_input("Version", key=session.admin_widget("pack_version"), value="latest")
+        admin_gate.ask_button("Install", "manager_install",
+                              f"Install the node pack “{pack.strip()}” ({version.strip() or 'latest'}) on the "
+                              "server? It runs code on the server; restart the server afterwards.",
+                              params={"id": pack.strip(), "version": version.strip() or "latest"},
+                              key="install", admin=admin and bool(pack.strip()), icon=":material/download:",
+                              show_params=True)
+    with st.container(horizontal=True):
+        admin_gate.ask_button("Start install queue", "manager_start_queue", "Start the Manager's install queue?",
+                              key="start_queue", admin=admin, icon=":material/play_arrow:")
+        admin_gate.ask_button("Restart server", "manager_reboot", "Restart the ComfyUI server? Running jobs "
+                              "stop and every user is disconnected until it is back.", key="reboot",
+                              admin=admin, icon=":material/restart_alt:", danger=True)
+
+
+# -- Audit --------------------------------------------------------------------------------------------
+def audit(admin: bool) -> None:
+    st.subheader("Audit log")
+    log = admin_gate.audit_log()
+    try:
+        actions = log.distinct("action")
+    except Exception:
+        st.error("The audit log cannot be read. Check the panel's data folder (COMFYPANEL_DATA_DIR).")
+        return
+    with st.container(horizontal=True):
+        action = st.selectbox("Action", ["(all)", *actions], key=session.admin_widget("audit_action"))
+        result = st.selectbox("Result", ["(all)", *RESULTS], key=session.admin_widget("audit_result"))
+        text = st.text_input("Contains", key=session.admin_widget("audit_text"))
+        day = st.date_input("Since", value=None, key=session.admin_widget("audit_since"))
+    since = datetime.combine(day, dtime.min, tzinfo=timezone.utc) if day else None
+    entries = log.query(action=None if action == "(all)" else action, result=None if result == "(all)" else result,
+                        text=text or None, since=since, limit=2000)
+    rows = [e.as_row() for e in entries]
+    st.dataframe(rows, hide_index=True, key=session.admin_widget("audit_table"),
+                 column_order=("at", "actor", "server", "action", "params", "result", "message"))
+    st.download_button("Download CSV", to_csv(entries), file_name="comfypanel-audit.csv", mime="text/csv",
+                       key=session.admin_widget("audit_csv"), icon=":material/download:", on_click="ignore",
+                       disabled=not entries)
