@@ -750,9 +750,7 @@ def render() -> None:
     apply_prefill()
     client = session.client()
     if client is None:
-        st.info("Connect to a server in the sidebar first; the form is built from what the server offers.",
-                icon=":material/link_off:")
-        return
+        return  # the page's status line says how to connect
     picker(client)
     if state[session.K_GEN_ERROR]:
         st.error(plain(state[session.K_GEN_ERROR]), icon=":material/error:")

@@ -140,8 +140,7 @@ def paint_mask(image: bytes, size: tuple[int, int], key: str) -> Any:
 def render() -> None:
     client = session.client()
     if client is None:
-        st.info("Connect to a server in the sidebar to see and upload its input images.", icon=":material/link_off:")
-        return
+        return  # the page's status line says how to connect
     holder = [client]
     with st.container(border=True):
         st.file_uploader("Upload images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True,

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from components import generate, require_frame
+from components import connection_box, generate, require_frame
 
 require_frame()
 
 st.title("Generate")
+connection_box.status_line()
 generate.render()

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from components import inputs, require_frame
+from components import connection_box, inputs, require_frame
 
 require_frame()
 
 st.title("Inputs")
+connection_box.status_line()
 inputs.render()

@@ -73,7 +73,7 @@ def test_not_connected_says_what_to_do(monkeypatch):
     monkeypatch.setenv("COMFYUI_URL", "http://127.0.0.1:9")
     at = AppTest.from_file(APP, default_timeout=30)
     at.run()
-    assert "Connect to a server in the sidebar first" in _texts(at)
+    assert "Not connected. Use the connection box in the sidebar" in _texts(at)
 
 
 def test_no_workflow_then_example_form(app):

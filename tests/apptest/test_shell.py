@@ -173,7 +173,8 @@ def test_cloud_connect(cloud_double):
     assert any(p.proto.text.startswith("VRAM ") for p in at.sidebar.get("progress"))
     assert "operator's key" not in text
     assert key not in tree_dump(at).replace(f'value: "{key}"', "")  # only in the user's own field
-    authenticated = [r for r in cloud.requests if r.path != "/api/system_stats"]  # the public route
+    # system_stats is public; the WebSocket carries the key as its documented token= query parameter
+    authenticated = [r for r in cloud.requests if r.path not in ("/api/system_stats", "/ws")]
     assert authenticated and all(r.headers.get("X-API-Key") == key for r in authenticated)
 
 
@@ -285,12 +286,12 @@ def test_switching_pages_keeps_the_connection(monkeypatch, make_comfy_double):
         assert_connected(at)
         assert client_of(at) is first
         titles.append(at.title[0].value)
-        assert any("later release" in m.value for m in at.main.markdown)
         assert at.text_input(key=session.widget_key("token")).value == "typed-but-not-connected"
     assert titles == ["Generate", "Inputs", "Queue", "Gallery", "Admin"]
     # the Admin page shows the server details from the health check
     assert at.main.get("metric") and any(m.label == "PyTorch" for m in at.main.get("metric"))
-    assert len(comfy.requests) == 2  # one health check; page switches do not call the server
+    # no page changes anything on the server by itself: drawing them only reads
+    assert all(r.method == "GET" for r in comfy.requests)
 
 
 def test_refresh_runs_the_health_check_again(monkeypatch, make_comfy_double):
@@ -298,10 +299,12 @@ def test_refresh_runs_the_health_check_again(monkeypatch, make_comfy_double):
     monkeypatch.setenv("COMFYUI_URL", comfy.url)
     at = app().run()
     assert_connected(at)
-    before = len(comfy.requests)
+    # the health check's own requests (the session's queue monitor polls /queue and /history too)
+    health = lambda: [r for r in comfy.requests if r.path in ("/api/system_stats", "/api/prompt")]  # noqa: E731
+    before = len(health())
     at.button(key=session.W_REFRESH).click().run()
     assert_connected(at)
-    assert len(comfy.requests) == before + 2
+    assert len(health()) >= before + 2  # background monitors may poll too
     comfy.stop()
     at.button(key=session.W_REFRESH).click().run()
     [message] = errors(at)
