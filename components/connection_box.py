@@ -89,6 +89,7 @@ def _form_defaults(op: OperatorDefault) -> dict[str, str]:
         "url_cloud": op.cloud_url,
         "token": "",  # credential fields stay empty: an operator key is used, never shown
         "api_key": "",
+        "partner_key": "",
     }
 
 
@@ -110,13 +111,13 @@ def build_connection(form: Mapping[str, str], op: OperatorDefault) -> tuple[Conn
     token = (form.get("token") or "").strip() or None
     operator = op.credential_for("local", url)
     uses_operator = False
-    partner = None
-    if operator is not None:
+    partner = (form.get("partner_key") or "").strip() or None  # the user's own, when given
+    if operator is not None and partner is None:
         partner = operator.partner_key  # the operator pays for partner nodes on its own server
         if not token and operator.token:
             token = operator.token
             uses_operator = True
-        uses_operator = uses_operator or bool(partner)
+        uses_operator = uses_operator or bool(partner and partner == operator.partner_key)
     source = operator.source if uses_operator and operator is not None else "explicit"
     return Connection.local(url, token, partner_key=partner, source=source), uses_operator
 
@@ -296,6 +297,12 @@ def _settings(op: OperatorDefault) -> None:
                 placeholder="Leave empty to use the operator's token" if has_operator_token else "Optional",
                 help="Only needed when the server sits behind a proxy that asks for a bearer token.",
                 on_change=session.store_widget, args=("token",),
+            )
+            st.text_input(
+                "Partner-node key", type="password", key=session.seed_widget("partner_key"), placeholder="Optional",
+                help="Your comfy.org API key, for workflows that use paid partner (API) nodes. It is sent with "
+                     "each job and stays in this browser session only.",
+                on_change=session.store_widget, args=("partner_key",),
             )
         st.button("Connect", key=session.W_CONNECT, type="primary", icon=":material/power:",
                   width="stretch", on_click=_on_connect)

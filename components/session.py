@@ -76,6 +76,7 @@ _FIELD_KEYS = {
     "url_cloud": "cp_url_cloud",  # the Comfy Cloud address (normally https://cloud.comfy.org)
     "token": "cp_token",  # bearer token typed by this user ("" = none / the operator's)
     "api_key": "cp_api_key",  # Comfy Cloud API key typed by this user ("" = the operator's)
+    "partner_key": "cp_partner_key",  # comfy.org key for partner (API) nodes on a local server ("" = none)
 }
 FIELDS = tuple(_FIELD_KEYS)
 _WIDGET_PREFIX = "cp_w_"  # widget keys: cp_w_mode, cp_w_url_local, ...
@@ -454,3 +455,10 @@ def set_queue_seen(ids: set) -> None:
 
 def queue_interrupted() -> set:
     return st.session_state.setdefault(K_QUEUE_INTERRUPTED, set())
+
+
+def drop_queue_widgets(prefix: str) -> None:
+    """Forget Queue page widget values starting with ``cp_w_queue_<prefix>`` (re-seeded when drawn)."""
+    start = _QUEUE_WIDGET_PREFIX + prefix
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(start)]:
+        del st.session_state[key]

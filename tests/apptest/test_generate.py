@@ -286,3 +286,21 @@ def test_xy_grid_shows_a_labelled_table(app, comfy_double):
     assert "XY grid, 4 of 4 done" in text and "Height ↓ / Width →" in text
     sent = [r for r in comfy_double.requests if r.method == "POST" and r.path.endswith("/prompt")]
     assert len(sent) == 4
+
+
+def test_partner_key_from_the_form_is_sent_with_jobs_and_never_shown(monkeypatch, comfy_double):
+    from components import session
+
+    monkeypatch.setenv("COMFYUI_URL", comfy_double.url)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.text_input(key=session.widget_key("partner_key")).set_value("partner-SECRET-1").run()
+    at.button(key=session.W_CONNECT).click().run()
+    assert at.session_state[session.K_CLIENT].connection.partner_key == "partner-SECRET-1"
+    _upload(at, "e.json", json.dumps(workflow("empty_save")).encode())
+    at.button(key="cp_w_gen_go").click().run()
+    _wait_results(at)
+    assert "Finished" in _texts(at)
+    posted = [r for r in comfy_double.requests if r.method == "POST" and r.path.endswith("/prompt")]
+    assert posted  # the double keeps the key out of /queue and /history, like the real server
+    assert "partner-SECRET-1" not in _texts(at)
