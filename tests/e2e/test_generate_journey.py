@@ -51,9 +51,9 @@ def test_save_file_to_checked_pixels(start_panel, page, real_server, tmp_path):
     _upload_workflow(page, path)
     page.get_by_text("A “Save” workflow, converted").wait_for()
     page.get_by_text("Advanced (").click()
-    color = page.get_by_label("Color", exact=True)
-    color.fill("255")  # pure blue: 0x0000FF
-    color.press("Enter")
+    width = page.get_by_label("Width", exact=True)
+    width.fill("40")  # the file says 64
+    width.press("Enter")
     _settle(page)
     page.screenshot(path=str(SCREENSHOTS / "generate-2-form.png"), full_page=True)
     page.get_by_role("button", name="Generate").click()
@@ -63,8 +63,10 @@ def test_save_file_to_checked_pixels(start_panel, page, real_server, tmp_path):
     img = page.locator("[data-testid='stImage'] img").last
     src = img.get_attribute("src")
     data = page.request.get(panel.url + src if src.startswith("/") else src).body()
-    pixel = Image.open(io.BytesIO(data)).convert("RGB").getpixel((10, 10))
-    assert all(abs(a - b) <= 2 for a, b in zip(pixel, (0, 0, 255))), pixel
+    out = Image.open(io.BytesIO(data)).convert("RGB")
+    assert out.size == (40, 48)  # the edited width was sent
+    pixel = out.getpixel((20, 20))
+    assert all(abs(a - b) <= 2 for a, b in zip(pixel, (255, 0, 0))), pixel  # the file's colour, blurred
     assert page.get_by_role("button", name="Download").count() >= 1
 
 
