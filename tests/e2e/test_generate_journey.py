@@ -94,7 +94,7 @@ def test_paint_a_mask_and_check_the_stored_alpha(start_panel, page, real_server)
     while save.is_disabled() and time.monotonic() < deadline:
         page.wait_for_timeout(300)
     save.click()
-    page.get_by_text("Mask saved as").wait_for(timeout=30_000)
+    page.get_by_text("Stored as clipspace/example_mask.png").wait_for(timeout=30_000)  # stays on the page
     page.screenshot(path=str(SCREENSHOTS / "inputs-mask.png"), full_page=True)
     client = ComfyClient(Connection.local(real_server.url))
     stored = Image.open(io.BytesIO(client.view(FileRef("example_mask.png", "clipspace", "input")))).convert("RGBA")
@@ -114,7 +114,7 @@ def test_cancel_a_slow_run(start_panel, page, real_server, tmp_path):
     page.get_by_role("button", name="Cancel").wait_for(timeout=30_000)
     page.screenshot(path=str(SCREENSHOTS / "generate-4-running.png"), full_page=True)
     page.get_by_role("button", name="Cancel").click()
-    page.get_by_text("stopped before it finished").wait_for(timeout=60_000)
+    page.get_by_text("The job was stopped before it finished.", exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / "generate-5-cancelled.png"), full_page=True)
 
 
