@@ -6,7 +6,7 @@ config, the sidebar connection box (drawn here so it exists on every page), then
 
 import streamlit as st
 
-from components import connection_box
+from components import connection_box, queue_view
 
 st.set_page_config(page_title="Comfy Panel", page_icon=":material/tune:", layout="wide")
 
@@ -20,4 +20,5 @@ PAGES = [
 
 page = st.navigation(PAGES)
 connection_box.render()
+queue_view.sidebar_badge()  # queue counts on every page (reads the session's monitor, no HTTP)
 page.run()

@@ -65,3 +65,17 @@ def navigation_not_legacy_pages(monkeypatch):
 def closed_url() -> str:
     """An address where nothing listens."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(autouse=True)
+def end_session_resources():
+    """End the AppTest "browser session" after each test, as the runtime does on disconnect.
+
+    Every AppTest shares the session id ``"test session id"``, so session-scoped resources (the
+    WebSocket listener, the queue monitor's thread) would otherwise outlive the test and keep
+    polling a double that has been stopped.
+    """
+    yield
+    from streamlit.runtime.caching.cache_resource_api import clear_session_cache
+
+    clear_session_cache("test session id")
