@@ -446,6 +446,14 @@ def submit(client: ComfyClient, loaded: W.LoadedWorkflow, form: Form, count: int
     state[session.K_GEN_NODE_ERRORS] = {}
     subs = submissions(loaded, form, seed_modes=state[session.K_GEN_SEED_MODES], count=count,
                        grid_x=grid_x, grid_y=grid_y)
+    if st.session_state.get("cp_w_gen_hold"):
+        from . import queue_live
+
+        for sub in subs:
+            queue_live.hold_job(sub.graph, workflow_name=loaded.name + (f" · {sub.label}" if sub.label else ""))
+        st.toast(f"{len(subs)} job{'s' if len(subs) != 1 else ''} held in the panel queue; the Queue page "
+                 "sends them one at a time.")
+        return
     ledger = live.ledger()
     watcher = live.watcher()
     batch_id = uuid.uuid4().hex[:12] if len(subs) > 1 else None
@@ -777,6 +785,9 @@ def render() -> None:
                     "png-api": "Read from the image’s ComfyUI metadata (API format)."}[loaded.format])
     form_section(form, client, models)
     count, grid_x, grid_y = run_controls(form)
+    st.checkbox("Hold in the panel queue instead of sending now", key="cp_w_gen_hold",
+                help="The Queue page feeds held jobs to the server one at a time; pause, reorder or "
+                     "re-prioritise them there.")
     blocked = bool(form.blocking)
     st.button("Generate", type="primary", key="cp_w_gen_go", disabled=blocked, on_click=_on_generate,
               icon=":material/play_arrow:", width="stretch",

@@ -304,3 +304,21 @@ def test_partner_key_from_the_form_is_sent_with_jobs_and_never_shown(monkeypatch
     posted = [r for r in comfy_double.requests if r.method == "POST" and r.path.endswith("/prompt")]
     assert posted  # the double keeps the key out of /queue and /history, like the real server
     assert "partner-SECRET-1" not in _texts(at)
+
+
+def test_hold_instead_of_send_goes_to_the_panel_queue(app, comfy_double):
+    from components import queue_live
+
+    server = app.session_state["cp_client"].connection.server_id()
+    hq = queue_live.hold()
+    hq.pause(server)  # keep them held while we look
+    before = len(hq.held(server))
+    _upload(app, "e.json", json.dumps(workflow("empty_save")).encode())
+    app.checkbox(key="cp_w_gen_hold").check().run()
+    app.number_input(key="cp_w_gen_count").set_value(2).run()
+    app.button(key="cp_w_gen_go").click().run()
+    assert not app.exception
+    held = hq.held(server)
+    assert len(held) == before + 2 and all(j.workflow_name.startswith("e · Run") for j in held[-2:])
+    assert not [r for r in comfy_double.requests if r.method == "POST" and r.path.endswith("/prompt")]
+    hq.resume(server)
