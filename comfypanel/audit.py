@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
 from .transport import redact
+from .storage import data_dir
 
 __all__ = ["AuditLog", "AuditEntry", "Result", "RESULTS", "clean_params", "default_path", "to_csv", "SCHEMA_VERSION"]
 
@@ -62,13 +63,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 def default_path(env: Mapping[str, str] | None = None) -> Path:
     """``$COMFYPANEL_DATA_DIR/audit.sqlite3`` or the user data directory's ``audit.sqlite3``."""
-    env = os.environ if env is None else env
-    base = (env.get("COMFYPANEL_DATA_DIR") or "").strip()
-    if not base:
-        import platformdirs
-
-        base = platformdirs.user_data_dir("comfypanel", appauthor=False)
-    return Path(base).expanduser() / FILE_NAME
+    return data_dir(env) / FILE_NAME
 
 
 def clean_params(params: Mapping[str, Any] | None) -> dict[str, Any]:

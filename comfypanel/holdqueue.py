@@ -35,6 +35,8 @@ from typing import Any, Iterator, Literal, Mapping
 
 from . import errors as E
 
+from .storage import data_dir
+
 __all__ = ["HeldJob", "HoldQueue", "Feeder", "FeedResult", "default_path", "HELD_STATES"]
 
 log = logging.getLogger("comfypanel.holdqueue")
@@ -77,13 +79,7 @@ CREATE TABLE IF NOT EXISTS leases (
 
 def default_path(env: Mapping[str, str] | None = None) -> Path:
     """``$COMFYPANEL_DATA_DIR/holdqueue.sqlite3`` or the user data directory's one."""
-    env = os.environ if env is None else env
-    base = (env.get("COMFYPANEL_DATA_DIR") or "").strip()
-    if not base:
-        import platformdirs
-
-        base = platformdirs.user_data_dir("comfypanel", appauthor=False)
-    return Path(base).expanduser() / FILE_NAME
+    return data_dir(env) / FILE_NAME
 
 
 @dataclass(frozen=True, slots=True)
