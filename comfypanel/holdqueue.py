@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping
 
 from . import errors as E
-
 from .storage import data_dir
 
 __all__ = ["HeldJob", "HoldQueue", "Feeder", "FeedResult", "default_path", "HELD_STATES"]

@@ -1,14 +1,15 @@
-"""Gallery: every image made through the panel."""
+"""Gallery: every image made through the panel, searchable, re-runnable."""
 
 import streamlit as st
 
-from components import connection_box, require_frame
+from components import connection_box, gallery_views, require_frame
 
 require_frame()
 
 st.title("Gallery")
-st.write(
-    "Browse every image made through the panel, search by any parameter and run it again. This "
-    "page is coming in a later release."
-)
 connection_box.status_line()
+gallery_views.notice()
+query = gallery_views.filters()
+gallery_views.detail()
+gallery_views.bulk_bar()
+gallery_views.grid(query)
