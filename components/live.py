@@ -79,16 +79,8 @@ def watcher() -> Any:
     return _session_watcher(client.connection.fingerprint(), client.client_id, client, listener())
 
 
-@st.cache_resource(show_spinner=False)
-def _ledger() -> Any:
-    # Global on purpose: the ledger holds no credential (rows carry server ids and user labels only).
-    try:
-        from comfypanel.ledger import Ledger
-    except ImportError:  # the ledger lands with the gallery
-        return None
-    return Ledger()
-
-
 def ledger() -> Any:
-    """The job ledger (SQLite), or None when it is not available."""
-    return _ledger()
+    """The job ledger (SQLite, shared by every session: it holds no credential)."""
+    from .gallery_data import ledger as shared_ledger
+
+    return shared_ledger()

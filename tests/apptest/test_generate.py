@@ -322,3 +322,26 @@ def test_hold_instead_of_send_goes_to_the_panel_queue(app, comfy_double):
     assert len(held) == before + 2 and all(j.workflow_name.startswith("e · Run") for j in held[-2:])
     assert not [r for r in comfy_double.requests if r.method == "POST" and r.path.endswith("/prompt")]
     hq.resume(server)
+
+
+def test_generate_records_the_recipe_in_the_ledger_and_reopens_it(app, comfy_double):
+    from comfypanel import workflow as W
+    from components import gallery_data, session
+
+    _upload(app, "e.json", json.dumps(workflow("empty_save")).encode())
+    next(w for w in app.number_input if w.label == "Width").set_value(120).run()
+    app.button(key="cp_w_gen_go").click().run()
+    _wait_results(app)
+    run = app.session_state[session.K_GEN_RUNS][-1]
+    record = gallery_data.ledger().get(run["prompt_id"])
+    assert record is not None and record.status == "succeeded" and len(record.files) == 2
+    recipe = W.Recipe.from_json(record.recipe_json)
+    assert recipe.build()["1"]["inputs"]["width"] == 120  # exactly what was sent
+
+    # "Open in Generate" with a recipe carrying a 64-bit seed (RandomNoise allows up to 2^64 - 1)
+    big = W.Recipe(source={"1": {"class_type": "RandomNoise", "inputs": {"noise_seed": 2**63 + 5}},
+                           "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
+                   name="noise", seeds={"1.noise_seed": 2**63 + 5})
+    app.session_state[session.K_GEN_PREFILL] = big
+    app.run()
+    assert not app.exception
