@@ -688,7 +688,7 @@ def _finished(pid: str, title: str, run: dict, done: Any) -> None:
         images = [f for f in done.files if f.data and f.ref.kind == "images"]
         others = [f for f in done.files if f not in images]
         if images:
-            cols = st.columns(min(4, len(images)))
+            cols = st.columns(3)  # a steady grid: one image does not fill the page; click to enlarge
             for i, f in enumerate(images):
                 with cols[i % len(cols)]:
                     st.image(f.data, caption=plain(f.ref.filename))
