@@ -19,7 +19,7 @@ from comfypanel.errors import ComfyPanelError
 from comfypanel.manager import Manager, ManagerInfo, ManagerRefused, explain_task_failure
 from comfypanel.monitor import StatsMonitor
 
-from . import admin_gate, connection_box, session
+from . import admin_gate, connection_box, live, session
 from .text import plain
 
 __all__ = ["SECTIONS", "handlers", "system", "models", "nodes", "manager", "audit"]
@@ -165,9 +165,25 @@ def system(client: ComfyClient, admin: bool) -> None:
         st.caption("Comfy Cloud does not share its server log.")
         return
     entries = _load(client, "logs", client.logs_raw)
-    if entries is not _MISSING:
-        tail = "".join(m for _, m in entries[-300:])
-        st.code(tail or "(empty)", language=None, height=320)  # st.code shows text literally
+    if entries is _MISSING:
+        return
+    follow = st.toggle("Follow live", value=True, key=session.admin_widget("log_follow"),
+                       help="New lines arrive over this session's WebSocket as the server writes them.")
+    tail = live.log_tail() if follow else None
+
+    @st.fragment(run_every=2.0 if tail is not None else None)
+    def log_view() -> None:
+        # memory only: the snapshot loaded above plus what streamed in since (no HTTP here)
+        lines = list(entries)
+        if tail is not None:
+            seen = {(t, m) for t, m in lines[-400:]}
+            lines += [e for e in tail.lines() if tuple(e) not in seen]
+        text = "".join(m for _, m in lines[-300:])
+        st.code(text or "(empty)", language=None, height=320)  # st.code shows text literally
+        if tail is not None and tail.error:
+            st.caption(plain(tail.error))
+
+    log_view()
 
 
 # -- Models -------------------------------------------------------------------------------------------

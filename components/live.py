@@ -84,3 +84,57 @@ def ledger() -> Any:
     from .gallery_data import ledger as shared_ledger
 
     return shared_ledger()
+
+
+class LogTail:
+    """The server log as it streams in over this session's socket (WS ``logs`` messages).
+
+    Subscribes once (``PATCH /internal/logs/subscribe``), keeps the last ``maxlen`` lines in memory,
+    and unsubscribes when the session ends. Pages read ``lines()``; nothing here touches Streamlit.
+    """
+
+    def __init__(self, client: ComfyClient, lst: EventListener, maxlen: int = 2000) -> None:
+        import threading
+        from collections import deque
+
+        self._client = client
+        self._lines: deque = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        self._unsubscribe = lst.subscribe(self._on_event)
+        try:
+            client.subscribe_logs(True)
+        except Exception as exc:  # a server without the route: the page falls back to snapshots
+            self.error = getattr(exc, "user_message", "The server does not stream its log.")
+
+    def _on_event(self, event: Any) -> None:
+        if getattr(event, "type", None) == "logs":
+            with self._lock:
+                self._lines.extend(event.entries)
+
+    def lines(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._lines)
+
+    def close(self) -> None:
+        self._unsubscribe()
+        try:
+            self._client.subscribe_logs(False)
+        except Exception:
+            log.debug("log unsubscribe failed", exc_info=True)
+
+
+@st.cache_resource(scope="session", on_release=lambda tail: tail.close(), show_spinner=False, max_entries=2)
+def _session_log_tail(fingerprint: str, client_id: str, _client: ComfyClient, _listener: Any) -> LogTail:
+    return LogTail(_client, _listener)
+
+
+def log_tail() -> LogTail | None:
+    """This session's live server log (local servers only); None when not connected or on Cloud."""
+    client = session.client()
+    if client is None or client.is_cloud:
+        return None
+    lst = listener()
+    if lst is None:
+        return None
+    return _session_log_tail(client.connection.fingerprint(), client.client_id, client, lst)

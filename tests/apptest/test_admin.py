@@ -3,6 +3,8 @@ and its audit record, and the read-only sections."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -278,3 +280,15 @@ def test_every_section_on_comfy_cloud(cloud_double):
     at.segmented_control(key=session.W_ADMIN_SECTION).set_value("Manager").run()
     assert any("curates its custom nodes" in unescape(i.value) for i in at.info)
     assert cloud_double.api_key not in tree_dump(at)
+
+
+def test_server_log_follows_live_over_the_socket(comfy):
+    at = open_admin(comfy.url)
+    assert any("Starting server" in c.value for c in at.code)
+    comfy.log("hello from the server\n")  # written after the page loaded: arrives as a WS `logs` message
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("hello from the server" in c.value for c in at.code):
+        time.sleep(0.2)
+        at.run()
+    assert any("hello from the server" in c.value for c in at.code)
+    assert [r for r in comfy.requests if r.path == "/internal/logs/subscribe"]

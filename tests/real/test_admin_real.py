@@ -67,3 +67,25 @@ def test_plain_server_has_no_manager(client, tmp_path):
     log.record(actor="real-test", server=client.connection.server_id(), action="manager_install",
                params={"id": "comfyui-impact-pack"}, result="refused", message=exc.value.user_message)
     assert log.query()[0].server == client.connection.server_id()
+
+
+def test_live_log_lines_arrive_over_the_socket(client, listener):
+    """The Admin page's live log: subscribe, run a prompt, the server's own lines stream in."""
+    import time
+
+    from components.live import LogTail
+    from comfypanel.jobs import submit_and_wait
+    from tests.helpers import workflow
+
+    tail = LogTail(client, listener)
+    try:
+        assert tail.error is None
+        wf = workflow("empty_save")
+        wf["1"]["inputs"]["color"] = int(time.time()) % 0xFFFFFF  # not cached
+        assert submit_and_wait(client, wf, listener=listener, timeout=60).ok
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("got prompt" in m for _, m in tail.lines()):
+            time.sleep(0.1)
+        assert any("got prompt" in m for _, m in tail.lines())
+    finally:
+        tail.close()
