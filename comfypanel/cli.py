@@ -26,6 +26,7 @@ from .client import ComfyClient
 from .connection import Connection
 from . import schema as S
 from . import workflow as W
+from .generation import fetch_models
 from .jobs import JobProgress, submit_and_wait
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
@@ -172,26 +173,6 @@ def read_workflow(path: Path) -> "W.LoadedWorkflow":
     return W.load(data, path.name)
 
 
-def models_for(graph: Mapping[str, Any], schema: S.Schema, client: ComfyClient) -> dict[str, list[str]]:
-    """The server's file lists for the model folders this graph uses (``/models/{folder}``)."""
-    folders = set()
-    for node in graph.values():
-        spec = schema.node(node.get("class_type", ""))
-        if spec is None:
-            continue
-        for name in (node.get("inputs") or {}):
-            inp = spec.input(name)
-            if inp is not None and inp.model_folder:
-                folders.add(inp.model_folder)
-    out: dict[str, list[str]] = {}
-    for folder in sorted(folders):
-        try:
-            out[folder] = client.models(folder)
-        except (E.NotFound, E.NotSupported):
-            continue
-    return out
-
-
 def prepared(args: argparse.Namespace, client: ComfyClient) -> tuple["W.LoadedWorkflow", dict[str, Any], S.Schema]:
     """Load the workflow, convert it, apply --set: what run and inspect share."""
     loaded = read_workflow(Path(args.workflow))
@@ -205,7 +186,7 @@ def prepared(args: argparse.Namespace, client: ComfyClient) -> tuple["W.LoadedWo
 def cmd_run(args: argparse.Namespace) -> int:
     client = ComfyClient(_connection(args))
     loaded, prompt, schema = prepared(args, client)
-    problems = S.preflight(prompt, schema, models_for(prompt, schema, client))
+    problems = S.preflight(prompt, schema, fetch_models(client, prompt, schema))
     for problem in problems:
         print(("error: " if problem.blocking else "warning: ") + problem.message, file=sys.stderr)
     if any(p.blocking for p in problems):
@@ -293,7 +274,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"  {p.label}{role} = {_show(p.value)}    ({_kind(p)}; --set {p.id}=…)")
     if params.hidden:
         print(f"({len(params.hidden)} hidden value{'s' if len(params.hidden) != 1 else ''})")
-    for problem in S.preflight(graph, schema, models_for(graph, schema, client)):
+    for problem in S.preflight(graph, schema, fetch_models(client, graph, schema)):
         print(("error: " if problem.blocking else "warning: ") + problem.message)
     return EXIT_OK
 

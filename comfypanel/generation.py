@@ -11,10 +11,43 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from . import errors as E
 from . import schema as S
 from . import workflow as W
 
-__all__ = ["Form", "Submission", "build_form", "submissions"]
+__all__ = ["Form", "Submission", "build_form", "submissions", "model_folders", "fetch_models"]
+
+
+def model_folders(graph: Mapping[str, Any], schema: S.Schema) -> dict[str, list[Any]]:
+    """The ``/models/{folder}`` keys this graph's model inputs use, each with its spec's own options."""
+    out: dict[str, list[Any]] = {}
+    for node in graph.values():
+        spec = schema.node(node.get("class_type", ""))
+        if spec is None:
+            continue
+        for name in node.get("inputs") or {}:
+            inp = spec.input(name)
+            if inp is not None and inp.model_folder:
+                out.setdefault(inp.model_folder, list(inp.options))
+    return out
+
+
+def fetch_models(client: Any, graph: Mapping[str, Any], schema: S.Schema,
+                 cache: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """The server's file lists for the model folders ``graph`` uses, fetched once into ``cache``.
+
+    A folder the server does not list (Comfy Cloud, an unknown key) falls back to the options in
+    ``/object_info``.
+    """
+    models = {} if cache is None else cache
+    for folder, options in model_folders(graph, schema).items():
+        if folder in models:
+            continue
+        try:
+            models[folder] = client.models(folder)
+        except (E.NotFound, E.NotSupported):
+            models[folder] = list(options)
+    return models
 
 
 @dataclass(frozen=True)

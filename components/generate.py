@@ -22,7 +22,7 @@ from comfypanel import schema as S
 from comfypanel import workflow as W
 from comfypanel.client import ComfyClient, new_prompt_id
 from comfypanel.examples import EXAMPLES, load_example
-from comfypanel.generation import Form, build_form, submissions
+from comfypanel.generation import Form, build_form, fetch_models, submissions
 from comfypanel.uploads import check_upload
 
 from . import live, session
@@ -55,22 +55,6 @@ def server_data(client: ComfyClient, *, refresh: bool = False) -> tuple[dict, S.
         cache.clear()  # one server per session at a time: drop data of earlier connections
         cache[fp] = (object_info, S.Schema.from_object_info(object_info), {}, time.time())
     return cache[fp][0], cache[fp][1], cache[fp][2]
-
-
-def models_for(client: ComfyClient, schema: S.Schema, graph: Mapping[str, Any], models: dict[str, list[str]]) -> dict:
-    """Fill ``models`` (cached per session) with the folders this graph uses."""
-    for node in graph.values():
-        spec = schema.node(node.get("class_type", ""))
-        if spec is None:
-            continue
-        for name in node.get("inputs") or {}:
-            inp = spec.input(name)
-            if inp is not None and inp.model_folder and inp.model_folder not in models:
-                try:
-                    models[inp.model_folder] = client.models(inp.model_folder)
-                except (E.NotFound, E.NotSupported):
-                    models[inp.model_folder] = list(inp.options)
-    return models
 
 
 # ------------------------------------------------------------------------------------------------
@@ -770,7 +754,7 @@ def render() -> None:
     try:
         object_info, schema, models = server_data(client)
         base = W.to_api(loaded, object_info)
-        models = models_for(client, schema, base, models)
+        models = fetch_models(client, base, schema, models)
         form = build_form(loaded, object_info, schema, state[session.K_GEN_VALUES], models)
     except W.WorkflowError as exc:
         st.error(plain(exc.user_message), icon=":material/error:")
