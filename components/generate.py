@@ -252,7 +252,7 @@ def _on_image_upload(pid: str, key: str, up_key: str, client_holder: list) -> No
     st.session_state[key] = ref.image_value
     state[session.K_GEN_NODE_ERRORS].pop(pid, None)
     if ref.filename != up.name:
-        st.toast(f"The server stored the image as “{ref.filename}” (a different file already had that name).")
+        st.toast(plain(f"The server stored the image as “{ref.filename}” (a different file already had that name)."))
 
 
 def _max_upload(client: ComfyClient) -> int | None:
@@ -348,7 +348,7 @@ def _mask_editor(p: S.Parameter, key: str, client: ComfyClient) -> None:
         else:
             session.gen_state()[session.K_GEN_VALUES][p.id] = ref.image_value
             st.session_state.pop(key, None)  # the selectbox picks the new value up on the next run
-            st.toast(f"Masked image stored as {ref.image_value}.")
+            st.toast(plain(f"Masked image stored as {ref.image_value}."))
         st.rerun()
 
 
@@ -514,7 +514,7 @@ def _on_cancel(prompt_id: str) -> None:
         client.cancel(prompt_id)
         st.toast("Cancelling the job…")
     except E.ComfyPanelError as exc:
-        st.toast(exc.user_message)
+        st.toast(plain(exc.user_message))
 
 
 def _on_clear_runs() -> None:
@@ -648,7 +648,7 @@ def _running(pid: str, title: str, progress: Any, lst: Any, run_titles: Mapping[
         text.append(f"step {progress.step[0]:g}/{progress.step[1]:g}")
     if progress is not None and progress.connection == "reconnecting":
         text.append("reconnecting to the server…")
-    st.progress(fraction or 0.0, text=" · ".join(text) or None)
+    st.progress(fraction or 0.0, text=plain(" · ".join(text)) or None)  # node titles are author text
     snap = lst.snapshot(pid) if lst is not None else None
     preview = getattr(snap, "latest_preview", None) if snap is not None else None
     if preview is not None and preview.image:
@@ -659,9 +659,9 @@ def _finished(pid: str, title: str, run: dict, done: Any) -> None:
     if not run.get("recorded"):
         _record(run, done)
         if done.state == "succeeded":
-            st.toast(f"{run['name']} finished.")
+            st.toast(plain(f"{run['name']} finished."))
         else:
-            st.toast(f"{run['name']}: {done.message}")
+            st.toast(plain(f"{run['name']}: {done.message}"))
     state = done.state
     seeds = ", ".join(f"{v}" for v in run.get("seeds", {}).values())
     head = f"**{plain(title)}**" + (f" · seed {plain(seeds)}" if seeds else "")
@@ -721,7 +721,7 @@ def _on_save(client: ComfyClient, graph: Mapping[str, Any]) -> None:
         return
     try:
         path = client.save_workflow(name, dict(graph), overwrite=bool(st.session_state.get("cp_w_gen_save_over")))
-        st.toast(f"Saved as {path}.")
+        st.toast(plain(f"Saved as {path}."))
     except E.ComfyPanelError as exc:
         session.gen_state()[session.K_GEN_ERROR] = exc.user_message
 

@@ -345,3 +345,16 @@ def test_generate_records_the_recipe_in_the_ledger_and_reopens_it(app, comfy_dou
     app.session_state[session.K_GEN_PREFILL] = big
     app.run()
     assert not app.exception
+
+
+def test_author_and_server_strings_stay_text(app):
+    """Node titles and file names with Markdown/HTML payloads are shown escaped, never rendered."""
+    wf = json.loads(json.dumps(workflow("empty_save")))
+    wf["1"]["_meta"] = {"title": "**bold** <b>tag</b> [x](http://evil.example) :red[red] [simple]"}
+    _upload(app, "[evil](http://evil.example).json", json.dumps(wf).encode())
+    labels = [e.value for e in app.markdown] + [w.label for w in app.number_input]
+    assert not any("<b>" in v and "\\<b\\>" not in v for v in labels)
+    assert all("](http://evil.example)" not in v for v in labels if "\\]" not in v and "\\(" not in v)
+    app.button(key="cp_w_gen_go").click().run()
+    _wait_results(app)
+    assert not app.exception
