@@ -290,8 +290,11 @@ def test_switching_pages_keeps_the_connection(monkeypatch, make_comfy_double):
     assert titles == ["Generate", "Inputs", "Queue", "Gallery", "Admin"]
     # the Admin page shows the server details from the health check
     assert at.main.get("metric") and any(m.label == "PyTorch" for m in at.main.get("metric"))
-    # no page changes anything on the server by itself: drawing them only reads
-    assert all(r.method == "GET" for r in comfy.requests)
+    # no page changes anything on the server by itself: drawing them only reads (subscribing this
+    # session's socket to the server log, for the Admin page's live log, is a read too)
+    assert all(r.method == "GET" or (r.method, r.path) == ("PATCH", "/internal/logs/subscribe")
+               for r in comfy.requests)
+    assert not [r for r in comfy.requests if r.method == "POST"]
 
 
 def test_refresh_runs_the_health_check_again(monkeypatch, make_comfy_double):
