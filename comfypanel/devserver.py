@@ -27,7 +27,7 @@ Layout under the cache root (``$COMFYPANEL_CACHE``, else the platform's user cac
 Command line::
 
     python -m comfypanel.devserver install
-    python -m comfypanel.devserver start [--port 8188] [--data-dir DIR] [--manager]
+    python -m comfypanel.devserver start [--port 8188] [--data-dir DIR] [--manager] [--manager-legacy-ui]
     python -m comfypanel.devserver ensure-running --url http://127.0.0.1:8188
     python -m comfypanel.devserver stop --port 8188
 
@@ -511,7 +511,7 @@ def _data_dir_args(data_dir: Path, comfy: Path) -> list[str]:
 
 def start(port: int | None = None, *, data_dir: str | os.PathLike | None = None,
           extra_args: Sequence[str] = (), timeout: float = 120, log_path: str | os.PathLike | None = None,
-          log: Log | None = None, manager: bool = False) -> RunningServer:
+          log: Log | None = None, manager: bool = False, manager_legacy_ui: bool = False) -> RunningServer:
     """Install if needed, start ComfyUI on 127.0.0.1 and return once ``/system_stats`` answers 200.
 
     ``port``: a free loopback port is picked when None. ``data_dir``: when given, input/, output/,
@@ -522,7 +522,9 @@ def start(port: int | None = None, *, data_dir: str | os.PathLike | None = None,
 
     ``manager``: also load comfyui-manager 4.3 (installed once into the venv) through the shim
     custom node, offline (``network_mode = offline``); needs ``data_dir``, where the shim and
-    ``user/__manager/config.ini`` are written.
+    ``user/__manager/config.ini`` are written. ``manager_legacy_ui``: load the Manager's legacy UI
+    module instead (what ``--enable-manager-legacy-ui`` does on ComfyUI ≥ 0.4: the model list,
+    git-URL install and ``/v2/manager/queue/install_model`` routes).
 
     Raises ``DevServerError`` (with the log tail) when the port is taken, the process exits early
     or it is not ready within ``timeout`` seconds (then it is killed).
@@ -535,7 +537,7 @@ def start(port: int | None = None, *, data_dir: str | os.PathLike | None = None,
         if data is None:
             raise DevServerError("start(manager=True) needs a data_dir for the shim and the Manager's config.ini")
         data.mkdir(parents=True, exist_ok=True)
-        extra_args = (*_manager_args(data), *extra_args)
+        extra_args = (*_manager_args(data, legacy_ui=manager_legacy_ui), *extra_args)
     if log_path is None:
         log_path = data / "comfyui.log" if data is not None else root / f"server-{port}.log"
     server = RunningServer(port=port, data_dir=data, log_path=Path(log_path).resolve(),
@@ -556,7 +558,7 @@ import logging
 
 from comfy.cli_args import args
 
-for _name, _value in (("enable_manager", True), ("enable_manager_legacy_ui", False),
+for _name, _value in (("enable_manager", True), ("enable_manager_legacy_ui", {legacy_ui}),
                       ("disable_manager_ui", False)):
     if not hasattr(args, _name):
         setattr(args, _name, _value)
@@ -607,12 +609,12 @@ def ensure_manager_installed(*, log: Log | None = None) -> Path:
     return root
 
 
-def _manager_args(data_dir: Path) -> list[str]:
+def _manager_args(data_dir: Path, *, legacy_ui: bool = False) -> list[str]:
     """Put the shim and an offline config.ini into ``data_dir`` (this run's own) and return the flag
     that adds ``data_dir/custom_nodes`` to ComfyUI's custom node search path."""
     shim = data_dir / "custom_nodes" / "comfyui_manager_shim"
     shim.mkdir(parents=True, exist_ok=True)
-    (shim / "__init__.py").write_text(_MANAGER_SHIM, encoding="utf-8")
+    (shim / "__init__.py").write_text(_MANAGER_SHIM.replace("{legacy_ui}", str(bool(legacy_ui))), encoding="utf-8")
     config = data_dir / "user" / "__manager" / "config.ini"
     if not config.exists():  # before the first start; later edits (by tests) are kept
         config.parent.mkdir(parents=True, exist_ok=True)
@@ -648,7 +650,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server = None
     try:
-        server = start(args.port, data_dir=args.data_dir, timeout=args.timeout, manager=args.manager)
+        server = start(args.port, data_dir=args.data_dir, timeout=args.timeout,
+                       manager=args.manager or args.manager_legacy_ui, manager_legacy_ui=args.manager_legacy_ui)
         print(server.url, flush=True)
         _stderr_log("running; press Ctrl-C to stop")
         while server.is_running():
@@ -719,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--manager", action="store_true",
                    help=f"also load comfyui-manager {MANAGER_VERSION} (offline; needs --data-dir)")
+    p.add_argument("--manager-legacy-ui", action="store_true",
+                   help="load the Manager's legacy UI module (model list, git-URL install)")
     p = sub.add_parser("ensure-running", help="start a background server unless one answers at --url")
     p.add_argument("--url", default="http://127.0.0.1:8188")
     p.add_argument("--data-dir", default=None, help="keep input/output/temp/user there")

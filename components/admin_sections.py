@@ -16,7 +16,8 @@ from comfypanel import nodeinfo
 from comfypanel.audit import RESULTS, to_csv
 from comfypanel.client import ComfyClient
 from comfypanel.errors import ComfyPanelError
-from comfypanel.manager import Manager, ManagerInfo, ManagerRefused, explain_task_failure
+from comfypanel.manager import (NO_GIT_URL_SENTENCE, NO_MODEL_LIST_SENTENCE, Manager, ManagerInfo, ManagerRefused,
+                                ModelEntry, TaskTracker, check_git_url)
 from comfypanel.monitor import StatsMonitor
 
 from . import admin_gate, connection_box, live, session
@@ -75,16 +76,46 @@ def handlers(client: ComfyClient) -> dict[str, Callable[[Mapping[str, Any]], str
         cached = session.admin_data((fp, "manager_info"))
         return Manager(client, cached[0] if cached and isinstance(cached[0], ManagerInfo) else None)
 
+    def follow(m: Manager, kind: str, label: str, send: Callable[[str], str], done: str) -> str:
+        """Register the task, send it once, wait briefly for its result (messages or v4 history)."""
+        tracker = _tasks(client)
+        ui_id = tracker.new(kind, label)
+        try:
+            send(ui_id)
+        except ComfyPanelError:
+            tracker.forget(ui_id)  # refused: it never ran
+            raise
+        finally:
+            for what in ("manager_installed", "manager_queue", "manager_models"):
+                session.drop_admin_data(fp, what)
+        v4_history = m.info().flavour == "v4" and not m.info().legacy_ui
+        task = tracker.wait(ui_id, 10, poll=(lambda: m.task_result(ui_id)) if v4_history else None)
+        if task is not None and task.state == "failed":
+            raise ManagerRefused("task_failed", task.message)
+        if task is not None and task.state == "success":
+            return done
+        return f"The {'download' if kind == 'install-model' else 'install'} of “{label}” was queued and started; its progress is shown under Tasks."
+
     def install(params: Mapping[str, Any]) -> str:
         m = manager_obj()
-        ui_id = m.install(str(params.get("id") or ""), str(params.get("version") or "latest"))
+        pack, version = str(params.get("id") or ""), str(params.get("version") or "latest")
+        return follow(m, "install", pack, lambda ui_id: m.install(pack, version, ui_id=ui_id),
+                      f"“{pack}” was installed. Restart the server so its nodes load.")
+
+    def install_model(params: Mapping[str, Any]) -> str:
+        m = manager_obj()
+        entry = ModelEntry.from_raw(params)
+        if entry is None:
+            raise ManagerRefused("bad_request", "Pick a model from the Manager's model list first.")
+        return follow(m, "install-model", entry.name, lambda ui_id: m.install_model(entry, ui_id=ui_id),
+                      f"The model “{entry.name}” was downloaded into models/{entry.save_path if entry.save_path != 'default' else entry.type}. "
+                      "Reload the model lists to use it.")
+
+    def install_git(params: Mapping[str, Any]) -> str:
+        m = manager_obj()
+        m.install_git_url(str(params.get("url") or ""))
         session.drop_admin_data(fp, "manager_installed")
-        session.drop_admin_data(fp, "manager_queue")
-        result = m.wait_task(ui_id, timeout=10)
-        if result is not None and result.failed:
-            raise ManagerRefused("task_failed", explain_task_failure(result.message))
-        return (f"The install of “{params.get('id')}” was queued and the queue started. Restart the server "
-                "when it is done so the new nodes load.")
+        return f"The node pack from {params.get('url')} was installed. Restart the server so its nodes load."
 
     def start_queue(params: Mapping[str, Any]) -> str:
         manager_obj().start_queue()
@@ -101,7 +132,8 @@ def handlers(client: ComfyClient) -> dict[str, Callable[[Mapping[str, Any]], str
         return "The server restarted and answers again."
 
     return {"free_memory": free, "clear_queue": clear_queue, "clear_history": clear_history,
-            "manager_install": install, "manager_start_queue": start_queue, "manager_reboot": reboot}
+            "manager_install": install, "manager_install_model": install_model, "manager_install_git": install_git,
+            "manager_start_queue": start_queue, "manager_reboot": reboot}
 
 
 # -- System -------------------------------------------------------------------------------------------
@@ -252,10 +284,96 @@ def nodes(client: ComfyClient) -> None:
 
 
 # -- Manager ------------------------------------------------------------------------------------------
+class _Tasks:
+    """This session's ``TaskTracker``, fed by its WebSocket listener (``cm-*`` messages)."""
+
+    def __init__(self, listener: Any) -> None:
+        self.tracker = TaskTracker()
+        self._unsubscribe = listener.subscribe(self.tracker.feed_event) if listener is not None else None
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+
+@st.cache_resource(scope="session", max_entries=2, on_release=lambda t: t.close(), show_spinner=False)
+def _session_tasks(fingerprint: str, client_id: str, _listener: Any) -> _Tasks:
+    return _Tasks(_listener)
+
+
+def _tasks(client: ComfyClient) -> TaskTracker:
+    return _session_tasks(client.connection.fingerprint(), client.client_id, live.listener()).tracker
+
+
+_STATE_LABEL = {"queued": "waiting", "running": "working…", "success": "done", "failed": "failed",
+                "done": "finished (result not reported)"}
+
+
+def _task_table(client: ComfyClient, info: ManagerInfo) -> None:
+    """This session's Manager tasks; refreshes itself each second while one is unfinished."""
+    tracker = _tasks(client)
+
+    @st.fragment(run_every=1.0 if tracker.pending else None)
+    def table() -> None:
+        if tracker.pending and info.flavour == "v4" and not info.legacy_ui:
+            m = Manager(client, info)  # v4 history: the fallback for a missed cm-task-completed
+            for task in tracker.tasks():
+                if not task.finished:
+                    try:
+                        result = m.task_result(task.ui_id)
+                    except ComfyPanelError:
+                        break
+                    if result is not None:
+                        tracker.apply_result(result)
+        tasks = tracker.tasks()
+        if not tasks:
+            return
+        st.caption("Tasks started from this browser")
+        st.dataframe([{"what": t.label, "kind": "model" if t.kind == "install-model" else "node pack",
+                       "state": _STATE_LABEL.get(t.state, t.state), "details": t.message} for t in tasks],
+                     hide_index=True, key=session.admin_widget("manager_tasks"))
+        if tracker.queue_total:
+            st.progress(min(1.0, tracker.queue_done / tracker.queue_total),
+                        text=f"Manager queue: {tracker.queue_done} of {tracker.queue_total} done")
+
+    table()
+
+
+def _model_list(client: ComfyClient, info: ManagerInfo, admin: bool) -> None:
+    with st.expander("Install a model from the Manager's model list"):
+        if not info.has_model_list:
+            st.info(plain(NO_MODEL_LIST_SENTENCE), icon=":material/info:")
+            return
+        models = _load(client, "manager_models", Manager(client, info).model_list)
+        if models is _MISSING:
+            return
+        query = st.text_input("Search the model list", key=session.admin_widget("model_search"),
+                              placeholder="name, type, base model…")
+        hits = [e for e in models if e.matches(query)] if query.strip() else list(models)
+        st.caption(f"{len(hits)} of {len(models)} models")
+        st.dataframe([{"name": e.name, "type": e.type, "base": e.base, "size": e.size,
+                       "folder": e.save_path, "file": e.filename, "installed": "yes" if e.installed else ""}
+                      for e in hits[:500]], hide_index=True, key=session.admin_widget("model_table"))
+        if not hits:
+            return
+        labels = {f"{e.name} — {e.type}, {e.base} ({e.size or 'size unknown'})": e for e in hits[:500]}
+        choice = st.selectbox("Model to install", list(labels), key=session.admin_widget("model_pick"))
+        entry = labels.get(choice) if choice else None
+        if entry is None:
+            return
+        note = " It is already installed." if entry.installed else ""
+        admin_gate.ask_button("Install model", "manager_install_model",
+                              f"Download the model “{entry.name}” ({entry.size or 'size unknown'}) from "
+                              f"{entry.url.split('/')[2]} into the server's models folder?{note}",
+                              params=entry.request(), key="install_model", admin=admin,
+                              icon=":material/download:", show_params=True)
+
+
 def manager(client: ComfyClient, admin: bool) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         st.subheader("ComfyUI-Manager")
-        _reload_button(client, "manager_info", "manager_installed", "manager_queue", key="reload_manager")
+        _reload_button(client, "manager_info", "manager_installed", "manager_queue", "manager_models",
+                       key="reload_manager")
     info = _load(client, "manager_info", lambda: Manager(client).info())
     if info is _MISSING:
         return
@@ -287,6 +405,28 @@ def manager(client: ComfyClient, admin: bool) -> None:
                               params={"id": pack.strip(), "version": version.strip() or "latest"},
                               key="install", admin=admin and bool(pack.strip()), icon=":material/download:",
                               show_params=True)
+    with st.container(border=True):
+        st.caption("Install a node pack from a git URL")
+        if info.has_git_url_install:
+            url = st.text_input("Git URL", key=session.admin_widget("git_url"),
+                                placeholder="https://github.com/owner/repo")
+            problem = ""
+            if url.strip():
+                try:
+                    check_git_url(url)
+                except ComfyPanelError as exc:
+                    problem = exc.user_message
+                    st.caption(plain(problem))
+            admin_gate.ask_button("Install from URL", "manager_install_git",
+                                  f"Clone and install the node pack from {url.strip()} on the server? It runs "
+                                  "code from that repository on the server; restart the server afterwards.",
+                                  params={"url": url.strip()}, key="install_git",
+                                  admin=admin and bool(url.strip()) and not problem,
+                                  icon=":material/download:", danger=True, show_params=True)
+        else:
+            st.caption(plain(NO_GIT_URL_SENTENCE))
+    _model_list(client, info, admin)
+    _task_table(client, info)
     with st.container(horizontal=True):
         admin_gate.ask_button("Start install queue", "manager_start_queue", "Start the Manager's install queue?",
                               key="start_queue", admin=admin, icon=":material/play_arrow:")

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.doubles._recordings import recordings_dir, workflow, ws_log
 
-__all__ = ["REPO", "recording", "recordings_dir", "workflow", "ws_log"]
+__all__ = ["REPO", "follow_manager_tasks", "recording", "recordings_dir", "workflow", "ws_log"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,3 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 def recording(name: str) -> dict[str, Any]:
     """One ``http/NAME.json`` sample."""
     return json.loads((recordings_dir() / "http" / f"{name}.json").read_text())
+
+
+def follow_manager_tasks(manager: Any, timeout: float = 10.0) -> tuple[Any, Any]:
+    """A ``TaskTracker`` fed by a started WebSocket listener with the manager client's id (as the Admin
+    page does); returns ``(tracker, listener)`` — stop the listener when done."""
+    from comfypanel.manager import TaskTracker
+
+    tracker = TaskTracker()
+    listener = manager.client.listener(name="test-cm")
+    listener.subscribe(tracker.feed_event)
+    listener.start()
+    assert listener.wait_connected(timeout)
+    return tracker, listener

@@ -292,3 +292,75 @@ def test_server_log_follows_live_over_the_socket(comfy):
         at.run()
     assert any("hello from the server" in c.value for c in at.code)
     assert [r for r in comfy.requests if r.path == "/internal/logs/subscribe"]
+
+
+# ------------------------------------------------------------------------------------ manager: models, git URL, tasks
+def test_manager_model_list_install_confirm_audit_and_task_table(manager_double, tmp_path):
+    d = manager_double(flavour="legacy")
+    at = open_admin(d.url, secrets=admin_secrets(), section="Manager")
+    table = next(df.value for df in at.dataframe if "file" in getattr(df.value, "columns", []))
+    assert list(table["name"]) == ["TAEF1 Decoder", "EasyNegative", "4x-UltraSharp"]
+    assert at.button(key=w("install_model")).disabled  # not admin yet
+    at.text_input(key=w("model_search")).input("negative").run()
+    assert [o for o in at.selectbox(key=w("model_pick")).options] == ["EasyNegative — embedding, SD1.5 (25KB)"]
+    unlock(at, PASSWORD)
+    confirm(at, "install_model")
+    assert not at.exception, at.exception
+    assert [p for p, _ in d.manager_posts] == ["/api/manager/queue/install_model", "/api/manager/queue/start"]
+    assert "easynegative.safetensors" in d.models_installed
+    row = audit_rows(tmp_path)[0]
+    assert (row.action, row.result) == ("manager_install_model", "ok")
+    assert row.params["url"] == "https://civitai.com/api/download/models/9208" and "downloaded" in row.message
+    tasks = next(df.value for df in at.dataframe if "state" in getattr(df.value, "columns", []))
+    assert list(tasks["what"]) == ["EasyNegative"] and list(tasks["state"]) == ["done"]
+
+
+def test_manager_model_download_failure_shows_in_tasks_and_audit(manager_double, tmp_path):
+    d = manager_double(flavour="v4", legacy_ui=True, refuse="model_download")
+    at = open_admin(d.url, secrets=admin_secrets(), section="Manager")
+    unlock(at, PASSWORD)
+    confirm(at, "install_model")  # the first model of the list is picked by default
+    assert any("could not download the model from github.com" in e for e in texts(at, "error"))
+    row = audit_rows(tmp_path)[0]
+    assert (row.action, row.result) == ("manager_install_model", "refused")
+    tasks = next(df.value for df in at.dataframe if "state" in getattr(df.value, "columns", []))
+    assert list(tasks["state"]) == ["failed"] and "github.com" in tasks["details"][0]
+    assert [p for p, _ in d.manager_posts] == ["/api/v2/manager/queue/install_model", "/api/v2/manager/queue/start"]
+
+
+def test_manager_v4_new_ui_explains_no_model_list_and_no_git_url(manager_double):
+    d = manager_double(flavour="v4")
+    at = open_admin(d.url, secrets=admin_secrets(), section="Manager")
+    assert any("--enable-manager-legacy-ui" in unescape(i.value) and "model list" in unescape(i.value) for i in at.info)
+    assert any("registry id" in unescape(c.value) and "git URL" in unescape(c.value) for c in at.caption)
+    assert w("git_url") not in [e.key for e in at.text_input]  # nothing to type a URL into
+    assert w("install_model") not in [b.key for b in at.button]
+
+
+def test_manager_git_url_install_checked_confirmed_and_refusal_explained(manager_double, tmp_path):
+    d = manager_double(flavour="legacy", refuse="git_flag")
+    at = open_admin(d.url, secrets=admin_secrets(), section="Manager")
+    unlock(at, PASSWORD)
+    at.text_input(key=w("git_url")).input("github.com/owner/repo").run()
+    assert at.button(key=w("install_git")).disabled  # not an https URL: said, and nothing to confirm
+    assert any("https://github.com/owner/repo" in unescape(c.value) for c in at.caption)
+    at.text_input(key=w("git_url")).input("https://github.com/owner/some-nodes").run()
+    confirm(at, "install_git")
+    assert any("allow_git_url_install = true" in e for e in texts(at, "error"))
+    assert d.manager_posts == [("/api/customnode/install/git_url", '{"url": "https://github.com/owner/some-nodes"}')]
+    row = audit_rows(tmp_path)[0]
+    assert (row.action, row.result, row.params) == ("manager_install_git", "refused",
+                                                    {"url": "https://github.com/owner/some-nodes"})
+
+
+def test_manager_git_url_install_succeeds_on_v4_legacy_ui(manager_double, tmp_path):
+    d = manager_double(flavour="v4", legacy_ui=True)
+    at = open_admin(d.url, secrets=admin_secrets(), section="Manager")
+    assert any("legacy UI" in t.value for t in at.text)
+    unlock(at, PASSWORD)
+    at.text_input(key=w("git_url")).input("https://github.com/owner/some-nodes").run()
+    confirm(at, "install_git")
+    assert d.git_installs == ["https://github.com/owner/some-nodes"]
+    assert any("some-nodes" in str(df.value) for df in at.dataframe)  # the installed list reloaded
+    row = audit_rows(tmp_path)[0]
+    assert (row.action, row.result) == ("manager_install_git", "ok")

@@ -18,6 +18,21 @@ installed list, and v4 writes a history entry.
   ``{"result": <message>, "status": {"status_str": "error", "messages": [<message>]}}``, as the real
   4.3 does offline for any registry id ("Cannot resolve install target: 'x@latest'").
 
+* ``"git_flag"``: git-URL install refused by ``allow_git_url_install`` (v3.41: 403 JSON ``{"error":
+  flag}``; 4.3 legacy UI: 403 JSON ``{"reason": flag}``, observed);
+* ``"model_download"``: a model install is accepted and its download fails in the worker with
+  "Model installation error: <url>" (what the real 4.3 legacy UI reports offline, observed).
+
+``legacy_ui=True`` (v4 only) serves what comfyui-manager 4.3 serves with ``--enable-manager-legacy-ui``
+(observed on the real 4.3 with the shim): ``is_legacy_manager_ui`` true, ``/v2/externalmodel/getlist``,
+``/v2/manager/queue/install_model``, ``/v2/manager/queue/batch`` (``{"failed": [...]}``, starts the queue
+itself), ``/v2/customnode/install/git_url`` (raw URL body); no ``queue/task``; ``queue/history`` 400.
+
+Task progress goes out on the WebSocket as the real Managers send it: v4 new UI ``cm-task-started`` and
+``cm-task-completed`` to the requesting ``client_id``, then ``cm-queue-status`` ``all-done``; the legacy
+Manager ``cm-queue-status`` ``in_progress`` per task and ``done`` with ``nodepack_result`` /
+``model_result``; the v4 legacy UI ``in_progress``, ``batch-done`` and ``all-done``.
+
 ``listen`` changes the ``--listen`` value in ``/system_stats`` argv.
 """
 
@@ -35,15 +50,37 @@ FORM_REFUSAL = "Invalid Content-Type for this endpoint. Use application/json or 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 
 
+# Entries in the shape of the real model-list.json served by the Manager (fields as observed on 4.3).
+MODEL_LIST = [
+    {"name": "TAEF1 Decoder", "type": "TAESD", "base": "FLUX.1", "save_path": "vae_approx",
+     "description": "(FLUX.1 Verison) To view the preview in high quality while running samples in ComfyUI, "
+                    "you will need this model.", "reference": "https://github.com/madebyollin/taesd",
+     "filename": "taef1_decoder.pth", "url": "https://github.com/madebyollin/taesd/raw/main/taef1_decoder.pth",
+     "size": "4.71MB"},
+    {"name": "EasyNegative", "type": "embedding", "base": "SD1.5", "save_path": "embeddings/SD1.5",
+     "description": "A textual inversion embedding for negative prompts.", "reference": "https://civitai.com/models/7808",
+     "filename": "easynegative.safetensors", "url": "https://civitai.com/api/download/models/9208",
+     "size": "25KB"},
+    {"name": "4x-UltraSharp", "type": "upscale", "base": "upscale", "save_path": "default",
+     "description": "An upscaler model.", "reference": "https://upscale.wiki/wiki/Model_Database",
+     "filename": "4x-UltraSharp.pth", "url": "https://huggingface.co/lokCX/4x-Ultrasharp/resolve/main/4x-UltraSharp.pth",
+     "size": "66.9MB"},
+]
+
+
 class ManagerDouble(ComfyDouble):
     _thread_name = "manager-double"
 
     def __init__(self, *args, flavour: str = "v4", refuse: str | None = None, listen: str = "127.0.0.1",
-                 reboot_downtime: float = 0.6, task_failure: str = "Cannot resolve install target: 'comfyui-impact-pack@latest'", **kwargs) -> None:
+                 reboot_downtime: float = 0.6, task_failure: str = "Cannot resolve install target: 'comfyui-impact-pack@latest'",
+                 legacy_ui: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if flavour not in ("v4", "legacy"):
             raise ValueError(flavour)
         self.flavour = flavour
+        self.legacy_ui = bool(legacy_ui and flavour == "v4")
+        self.models_installed: dict[str, dict] = {}  # filename -> model-list entry
+        self.git_installs: list[str] = []
         self.refuse = refuse
         self.listen = listen
         self.reboot_downtime = reboot_downtime
@@ -84,8 +121,24 @@ class ManagerDouble(ComfyDouble):
         return await route(request)
 
     def _routes(self) -> dict:
+        if self.flavour == "v4" and self.legacy_ui:
+            return {
+                ("GET", "/v2/manager/version"): self.m_version,
+                ("GET", "/v2/manager/is_legacy_manager_ui"): self.m_is_legacy_ui,
+                ("GET", "/v2/customnode/installed"): self.m_installed,
+                ("GET", "/v2/manager/queue/status"): self.m_status,
+                ("GET", "/v2/manager/queue/history"): self.m_history_legacy_ui,
+                ("GET", "/v2/externalmodel/getlist"): self.m_model_list,
+                ("POST", "/v2/manager/queue/batch"): self.m_batch,
+                ("POST", "/v2/manager/queue/install_model"): self.m_install_model,
+                ("POST", "/v2/customnode/install/git_url"): self.m_git_url,
+                ("POST", "/v2/manager/queue/start"): self.m_start,
+                ("POST", "/v2/manager/queue/reset"): self.m_reset,
+                ("POST", "/v2/manager/reboot"): self.m_reboot,
+            }
         if self.flavour == "v4":
             return {
+                ("GET", "/v2/manager/is_legacy_manager_ui"): self.m_is_legacy_ui,
                 ("GET", "/v2/manager/version"): self.m_version,
                 ("GET", "/v2/customnode/installed"): self.m_installed,
                 ("GET", "/v2/manager/queue/status"): self.m_status,
@@ -100,6 +153,9 @@ class ManagerDouble(ComfyDouble):
             ("GET", "/customnode/installed"): self.m_installed,
             ("GET", "/manager/queue/status"): self.m_status,
             ("POST", "/manager/queue/install"): self.m_legacy_install,
+            ("GET", "/externalmodel/getlist"): self.m_model_list,
+            ("POST", "/manager/queue/install_model"): self.m_install_model,
+            ("POST", "/customnode/install/git_url"): self.m_git_url,
             ("POST", "/manager/queue/start"): self.m_start,
             ("POST", "/manager/queue/reset"): self.m_reset,
             ("POST", "/manager/reboot"): self.m_reboot,
@@ -120,6 +176,73 @@ class ManagerDouble(ComfyDouble):
 
     async def m_version(self, request):
         return web.Response(text=self.manager_version, content_type="text/plain")
+
+    async def m_is_legacy_ui(self, request):
+        return web.json_response({"is_legacy_manager_ui": self.legacy_ui})
+
+    async def m_history_legacy_ui(self, request):  # observed: 400 with an empty body for ?ui_id=
+        return web.Response(status=400)
+
+    async def m_model_list(self, request):
+        if "mode" not in request.rel_url.query:  # the real route reads query["mode"]: KeyError → 500
+            return web.Response(status=500, text="500 Internal Server Error")
+        models = [dict(m, installed="True" if m["filename"] in self.models_installed else "False")
+                  for m in MODEL_LIST]
+        return web.json_response({"models": models})
+
+    async def m_install_model(self, request):
+        body, refusal = await self._body(request)
+        self.manager_posts.append((request.path, body))
+        if refusal is not None:
+            return refusal
+        if self.refuse in ("security_text", "comfyui_outdated", "security_level"):
+            return web.Response(status=403, text=SECURITY_TEXT, content_type="text/plain")
+        keys = ("name", "type", "base", "save_path", "url", "filename")
+        listed = isinstance(body, dict) and any(all(body.get(k) == m[k] for k in keys) for m in MODEL_LIST)
+        if not listed:  # check_whitelist_for_model
+            return web.Response(status=400, text="Invalid model install request is detected", content_type="text/plain")
+        self.queued.append({"ui_id": body.get("ui_id"), "kind": "install-model", "params": body,
+                            "client_id": body.get("client_id")})
+        self._total += 1
+        return web.Response(status=200)
+
+    async def m_batch(self, request):
+        body, refusal = await self._body(request)
+        self.manager_posts.append((request.path, body))
+        if refusal is not None:
+            return refusal
+        failed = []
+        for item in (body or {}).get("install", []) if isinstance(body, dict) else []:
+            if self.refuse in ("security_text", "comfyui_outdated", "security_level", "unlisted"):
+                failed.append(item.get("id"))
+                continue
+            self.queued.append({"ui_id": item.get("ui_id"), "kind": "install", "params": item})
+            self._total += 1
+        await self._run_queue()
+        return web.json_response({"failed": failed})
+
+    async def m_git_url(self, request):
+        raw = await request.read()
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        self.manager_posts.append((request.path, raw.decode("utf-8", "replace")))
+        if self.flavour == "v4" and ctype in FORM_TYPES:
+            return web.Response(status=400, text=FORM_REFUSAL, content_type="text/plain")
+        if self.refuse == "git_flag":
+            key = "reason" if self.flavour == "v4" else "error"
+            return web.json_response({key: "allow_git_url_install"}, status=403)
+        if self.flavour == "legacy":  # v3.41 reads JSON {"url"}
+            try:
+                url = json.loads(raw)["url"]
+            except (ValueError, KeyError, TypeError):
+                return web.Response(status=400, text="Invalid request body: expected JSON object with a 'url' field")
+        else:
+            url = raw.decode("utf-8", "replace")
+        if not url.startswith("https://"):
+            return web.Response(status=400)
+        self.git_installs.append(url)
+        name = url.rstrip("/").split("/")[-1].removesuffix(".git")
+        self.installed[name] = {"ver": "nightly", "cnr_id": "", "aux_id": url.split("/", 3)[-1], "enabled": True}
+        return web.Response(status=200)
 
     async def m_installed(self, request):
         return web.json_response(self.installed)
@@ -144,7 +267,8 @@ class ManagerDouble(ComfyDouble):
             return refusal
         if not (isinstance(body, dict) and isinstance(body.get("params"), dict) and body.get("kind") and body.get("ui_id")):
             return web.Response(status=400, text="Invalid task data", content_type="text/plain")
-        self.queued.append({"ui_id": body["ui_id"], "kind": body["kind"], "params": body["params"]})
+        self.queued.append({"ui_id": body["ui_id"], "kind": body["kind"], "params": body["params"],
+                            "client_id": body.get("client_id")})
         self._total += 1
         return web.Response(status=200)
 
@@ -165,30 +289,72 @@ class ManagerDouble(ComfyDouble):
         self._total += 1
         return web.Response(status=200)
 
+    def _ws(self, event: str, data: dict, client_id: str | None = None) -> None:
+        self._emit(event, data, client_id if client_id in self._sockets else None)
+
     async def m_start(self, request):
         body, refusal = await self._body(request)
         self.manager_posts.append((request.path, body))
         if refusal is not None:
             return refusal
         started = bool(self.queued)
-        for task in self.queued:
-            params = task["params"]
-            pack = str(params.get("id"))
-            if self.refuse == "task_failed":
-                self.task_history[task["ui_id"]] = {  # the shape observed on 4.3 (offline)
-                    "ui_id": task["ui_id"], "kind": task["kind"], "result": self.task_failure,
-                    "status": {"status_str": "error", "completed": True, "messages": [self.task_failure]},
-                }
+        await self._run_queue()
+        return web.Response(status=200 if started else 201)
+
+    async def _run_queue(self) -> None:
+        """Run every queued task at once and send the progress messages of this flavour."""
+        nodepack_result: dict[str, str] = {}
+        model_result: dict[str, str] = {}
+        tasks = list(self.queued)
+        self.queued.clear()
+        total = self._total
+        for task in tasks:
+            ui_id, params, kind = task["ui_id"], task["params"], task["kind"]
+            new_ui = self.flavour == "v4" and not self.legacy_ui
+            if new_ui:
+                self._ws("cm-task-started", {"ui_id": ui_id, "kind": kind, "timestamp": "2026-11-28T00:00:00",
+                                             "state": {}}, task.get("client_id"))
+            if kind == "install-model":
+                if self.refuse == "model_download":
+                    result = f"Model installation error: {params.get('url')}"
+                else:
+                    self.models_installed[str(params.get("filename"))] = dict(params)
+                    result = "success"
+                model_result[ui_id] = result
+            elif self.refuse == "task_failed":
+                result = self.task_failure
+                nodepack_result[ui_id] = result
             else:
+                pack = str(params.get("id"))
                 self.installed[pack] = {"ver": params.get("version") or "1.0.0", "cnr_id": pack,
                                         "aux_id": None, "enabled": True}
-                self.task_history[task["ui_id"]] = {
-                    "ui_id": task["ui_id"], "kind": task["kind"], "result": "success",
-                    "status": {"status_str": "success", "completed": True, "messages": []},
+                result = "success"
+                nodepack_result[ui_id] = result
+            status_str = "success" if result == "success" else "error"
+            if self.flavour == "v4" and not self.legacy_ui:
+                self.task_history[ui_id] = {  # the shape observed on 4.3 (offline)
+                    "ui_id": ui_id, "kind": kind, "result": result,
+                    "status": {"status_str": status_str, "completed": True,
+                               "messages": [] if result == "success" else [result]},
                 }
+                self._ws("cm-task-completed", {"ui_id": ui_id, "kind": kind, "result": result,
+                                               "status": self.task_history[ui_id]["status"],
+                                               "timestamp": "2026-11-28T00:00:00", "state": {}}, task.get("client_id"))
             self._done += 1
-        self.queued.clear()
-        return web.Response(status=200 if started else 201)
+            self._ws("cm-queue-status", {"status": "in_progress", "target": ui_id,
+                                         "ui_target": "model_manager" if kind == "install-model" else "nodepack_manager",
+                                         "total_count": total, "done_count": self._done})
+        if not tasks:
+            return
+        if self.flavour == "legacy":
+            self._ws("cm-queue-status", {"status": "done", "nodepack_result": nodepack_result,
+                                         "model_result": model_result, "total_count": total, "done_count": self._done})
+        else:
+            if self.legacy_ui:
+                self._ws("cm-queue-status", {"status": "batch-done", "nodepack_result": nodepack_result,
+                                             "model_result": model_result, "total_count": total,
+                                             "done_count": self._done, "batch_id": "b1", "remaining_batch_count": 0})
+            self._ws("cm-queue-status", {"status": "all-done"})
 
     async def m_reset(self, request):
         body, refusal = await self._body(request)
@@ -225,4 +391,4 @@ class ManagerDouble(ComfyDouble):
         return web.Response(status=200)
 
 
-__all__ = ["ManagerDouble", "SECURITY_TEXT", "FORM_REFUSAL"]
+__all__ = ["ManagerDouble", "SECURITY_TEXT", "FORM_REFUSAL", "MODEL_LIST"]

@@ -19,7 +19,7 @@ PASSWORD = "e2e admin password"
 
 @pytest.fixture
 def manager_double():
-    with ManagerDouble(flavour="v4") as double:
+    with ManagerDouble(flavour="v4", legacy_ui=True) as double:  # the legacy UI: model list, git URL
         yield double
 
 
@@ -62,15 +62,32 @@ def test_admin_journey(page: Page, start_panel, manager_double, tmp_path):
     # the Manager: detect, install from the registry id
     main.get_by_test_id("stButtonGroup").get_by_text("Manager", exact=True).click()
     settle(page)
-    expect(main.get_by_text("ComfyUI-Manager 4 (pip package) V4.3")).to_be_visible()
+    expect(main.get_by_text("ComfyUI-Manager 4 (pip package), legacy UI V4.3")).to_be_visible()
     main.get_by_label("Registry id", exact=True).and_(page.get_by_test_id("stTextInputField")).fill("comfyui-impact-pack")
     main.get_by_label("Registry id", exact=True).and_(page.get_by_test_id("stTextInputField")).press("Enter")
     settle(page)
     main.get_by_role("button", name="Install", exact=True).click()
     page.get_by_role("dialog").get_by_role("button", name="Install", exact=True).click()
     settle(page)
-    expect(main.get_by_text("The install of “comfyui-impact-pack” was queued")).to_be_visible()
+    expect(main.get_by_text("“comfyui-impact-pack” was installed. Restart the server")).to_be_visible()
     shot(page, "admin-03-manager")
+
+    # a model from the Manager's model list: search, pick, confirm; the task table follows it
+    main.get_by_text("Install a model from the Manager's model list").click()
+    search = main.get_by_label("Search the model list", exact=True).and_(page.get_by_test_id("stTextInputField"))
+    search.fill("taef1")
+    search.press("Enter")
+    settle(page)
+    expect(main.get_by_text("1 of 3 models")).to_be_visible()
+    main.get_by_role("button", name="Install model", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Download the model “TAEF1 Decoder” (4.71MB) from github.com")
+    dialog.get_by_role("button", name="Install model", exact=True).click()
+    settle(page)
+    expect(main.get_by_text("The model “TAEF1 Decoder” was downloaded into models/vae_approx.")).to_be_visible()
+    expect(main.get_by_text("Tasks started from this browser")).to_be_visible()
+    assert "taef1_decoder.pth" in manager_double.models_installed
+    shot(page, "admin-03b-manager-model")
 
     # the audit trail
     main.get_by_test_id("stButtonGroup").get_by_text("Audit", exact=True).click()
@@ -79,4 +96,4 @@ def test_admin_journey(page: Page, start_panel, manager_double, tmp_path):
     shot(page, "admin-04-audit")
     rows = AuditLog(tmp_path / "panel-data" / "audit.sqlite3").query()
     assert [(r.action, r.result) for r in rows] == [
-        ("manager_install", "ok"), ("free_memory", "ok"), ("admin_unlock", "ok"), ("admin_unlock", "refused")]
+        ("manager_install_model", "ok"), ("manager_install", "ok"), ("free_memory", "ok"), ("admin_unlock", "ok"), ("admin_unlock", "refused")]

@@ -14,6 +14,7 @@ from comfypanel import devserver
 from comfypanel.client import ComfyClient
 from comfypanel.connection import Connection
 from comfypanel.manager import Manager, ManagerRefused, explain_refusal, explain_task_failure
+from tests.helpers import follow_manager_tasks
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 
@@ -26,20 +27,28 @@ security_level = strong
 """
 
 
-@pytest.fixture(scope="module")
-def manager_server(tmp_path_factory):
-    server = devserver.start(data_dir=tmp_path_factory.mktemp("comfyui-manager-data"), manager=True)
+def _serve(tmp_path_factory, name: str, **kw):
+    server = devserver.start(data_dir=tmp_path_factory.mktemp(name), manager=True, **kw)
     try:
         yield server
     finally:
         server.stop()
 
 
-@pytest.fixture
-def manager(manager_server):
-    client = ComfyClient(Connection.local(manager_server.url))
+def _manager_for(server):
+    client = ComfyClient(Connection.local(server.url))
     yield Manager(client)
     client.close()
+
+
+@pytest.fixture(scope="module")
+def manager_server(tmp_path_factory):
+    yield from _serve(tmp_path_factory, "comfyui-manager-data")
+
+
+@pytest.fixture
+def manager(manager_server):
+    yield from _manager_for(manager_server)
 
 
 def test_detects_v4_and_reads_status_and_installed(manager):
@@ -95,3 +104,83 @@ def test_strong_security_level_refuses_reboot_with_the_fix(tmp_path):
         assert "security_level = normal" in info.value.user_message
         assert client.system_stats().comfyui_version == "0.3.75"  # not restarted
         client.close()
+
+
+# ------------------------------------------------------------------ the v4 new UI: no model list, no git URL
+def test_new_ui_has_no_model_list_and_no_git_url_install(manager):
+    from comfypanel.manager import NO_GIT_URL_SENTENCE, NO_MODEL_LIST_SENTENCE
+
+    assert not manager.info().legacy_ui  # GET /v2/manager/is_legacy_manager_ui → false
+    with pytest.raises(ManagerRefused) as exc:
+        manager.model_list()
+    assert exc.value.user_message == NO_MODEL_LIST_SENTENCE
+    # and the route really is absent here (recorded as 404 too)
+    assert manager.transport.request("GET", "/v2/externalmodel/getlist", params={"mode": "cache"},
+                                     ok=(404,)).status == 404
+    with pytest.raises(ManagerRefused) as exc:
+        manager.install_git_url("https://github.com/owner/some-nodes")
+    assert exc.value.user_message == NO_GIT_URL_SENTENCE
+
+
+# ------------------------------------------------------------------ the v4 legacy UI (--enable-manager-legacy-ui)
+@pytest.fixture(scope="module")
+def legacy_ui_server(tmp_path_factory):
+    yield from _serve(tmp_path_factory, "comfyui-manager-legacy-ui", manager_legacy_ui=True)
+
+
+@pytest.fixture
+def legacy_ui(legacy_ui_server):
+    yield from _manager_for(legacy_ui_server)
+
+
+def test_legacy_ui_model_list_is_the_bundled_one(legacy_ui):
+    info = legacy_ui.info()
+    assert (info.flavour, info.legacy_ui, info.has_model_list) == ("v4", True, True)
+    models = legacy_ui.model_list()
+    assert len(models) > 100  # model-list.json bundled in the package (offline)
+    taef = next(m for m in models if m.name == "TAEF1 Decoder")
+    assert (taef.save_path, taef.filename, taef.installed) == ("vae_approx", "taef1_decoder.pth", False)
+    assert [m.name for m in models if m.matches("taef1 decoder")] == ["TAEF1 Decoder"]
+
+
+def test_legacy_ui_model_install_offline_fails_per_task_with_the_reason(legacy_ui):
+    tracker, listener = follow_manager_tasks(legacy_ui)
+    try:
+        entry = next(m for m in legacy_ui.model_list() if m.name == "TAEF1 Decoder")
+        ui_id = legacy_ui.install_model(entry, ui_id=tracker.new("install-model", entry.name))
+        task = tracker.wait(ui_id, 60)  # cm-queue-status batch-done: model_result[ui_id]
+        assert task is not None and task.state == "failed", task
+        assert "could not download the model from github.com" in task.message
+    finally:
+        listener.stop()
+
+
+def test_legacy_ui_registry_install_goes_through_the_batch_and_fails_offline(legacy_ui):
+    tracker, listener = follow_manager_tasks(legacy_ui)
+    try:
+        ui_id = legacy_ui.install("comfyui-impact-pack", ui_id=tracker.new("install", "comfyui-impact-pack"))
+        task = tracker.wait(ui_id, 60)
+        assert task is not None and task.state == "failed", task
+        assert "registry.comfy.org" in task.message
+        assert legacy_ui.installed() == []
+    finally:
+        listener.stop()
+
+
+def test_legacy_ui_git_url_install_is_refused_by_its_flag(legacy_ui):
+    with pytest.raises(ManagerRefused) as exc:
+        legacy_ui.install_git_url("https://github.com/owner/some-nodes")
+    # observed: 403 {"reason": "allow_git_url_install"}
+    assert exc.value.reason == "allow_git_url_install" and exc.value.status == 403
+    assert "allow_git_url_install = true" in exc.value.user_message
+
+
+def test_new_ui_task_messages_reach_this_client_only_and_drive_the_tracker(manager):
+    tracker, listener = follow_manager_tasks(manager)
+    try:
+        ui_id = manager.install("comfyui-kjnodes", ui_id=tracker.new("install", "comfyui-kjnodes"))
+        task = tracker.wait(ui_id, 60)  # no history polling here: cm-task-started/-completed only
+        assert task is not None and task.state == "failed", task
+        assert "registry.comfy.org" in task.message
+    finally:
+        listener.stop()
