@@ -331,9 +331,16 @@ def _p_executing(d: dict) -> Executing:
                      prompt_id=_opt_str(d, "prompt_id"))
 
 
+# Step counts are small non-negative numbers; anything else (negative, NaN, infinity, a 400-digit
+# integer) would break the arithmetic and the progress bars of the pages that show it.
+_MAX_STEP = 2 ** 53
+
+
 def _p_progress(d: dict) -> Progress:
-    return Progress(value=_num(d, "value"), max=_num(d, "max"), node=_opt_id(d, "node"),
-                    prompt_id=_opt_str(d, "prompt_id"))
+    value, mx = _num(d, "value"), _num(d, "max")
+    if not (0 <= value <= _MAX_STEP and 0 <= mx <= _MAX_STEP):   # NaN fails every comparison
+        raise _Invalid("value" if not 0 <= value <= _MAX_STEP else "max")
+    return Progress(value=value, max=mx, node=_opt_id(d, "node"), prompt_id=_opt_str(d, "prompt_id"))
 
 
 def _p_progress_state(d: dict) -> ProgressState:
@@ -354,7 +361,8 @@ def _p_progress_state(d: dict) -> ProgressState:
         node_id = n.get("node_id", key)
         if ((type(value) is not int and type(value) is not float)
                 or (type(mx) is not int and type(mx) is not float)
-                or type(state) is not str or type(node_id) is not str):
+                or type(state) is not str or type(node_id) is not str
+                or not (0 <= value <= _MAX_STEP and 0 <= mx <= _MAX_STEP)):
             raise _Invalid("nodes")
         npid = n.get("prompt_id")
         dn, pn, rn = n.get("display_node_id"), n.get("parent_node_id"), n.get("real_node_id")

@@ -15,7 +15,7 @@ from . import errors as E
 from . import schema as S
 from . import workflow as W
 
-__all__ = ["Form", "Submission", "build_form", "submissions", "model_folders", "fetch_models"]
+__all__ = ["Form", "Submission", "build_form", "submissions", "check_axis", "model_folders", "fetch_models"]
 
 
 def model_folders(graph: Mapping[str, Any], schema: S.Schema) -> dict[str, list[Any]]:
@@ -118,6 +118,9 @@ def submissions(loaded: W.LoadedWorkflow, form: Form, *, seed_modes: Mapping[str
     modes = {pid: m for pid, m in seed_modes.items() if pid in form.params}
     grid_spec = None
     if grid_x:
+        for axis in (grid_x, grid_y):
+            if axis:
+                check_axis(form, axis[0], axis[1])
         grid_spec = {"x": [grid_x[0], list(grid_x[1])], "y": [grid_y[0], list(grid_y[1])] if grid_y else None}
         cells = W.grid(form.graph, grid_x, grid_y)
         graph0, seeds = W.apply_seed_modes(form.graph, modes, rng)
@@ -137,6 +140,22 @@ def submissions(loaded: W.LoadedWorkflow, form: Form, *, seed_modes: Mapping[str
                    f"Run {i} of {count}" if count > 1 else "")
         for i, (g, used) in enumerate(runs, 1)
     ]
+
+
+def check_axis(form: Form, param_id: str, values: Sequence[Any]) -> None:
+    """Refuse an XY-grid axis the server would reject, before anything is sent.
+
+    Raises:
+        InvalidInput: the parameter is not in the workflow, or a value is out of range, of the wrong
+        type or not one of the offered choices (one sentence naming the value).
+    """
+    param = form.params.get(param_id)
+    if param is None:
+        raise E.InvalidInput(f"The grid's parameter “{param_id}” is not in this workflow; choose another one.")
+    for value in values:
+        problem = S.check_value(param, value)
+        if problem is not None:
+            raise E.InvalidInput(f"The XY grid cannot run: {problem.message}")
 
 
 def _recipe(loaded: W.LoadedWorkflow, edits: Mapping[str, Any], seeds: Mapping[str, int],

@@ -1231,7 +1231,7 @@ def _replace_label(p: Parameter, label: str) -> Parameter:
 # ---------------------------------------------------------------------------------------------
 
 PROBLEM_KINDS = ("missing_node", "missing_model", "out_of_range", "not_in_list", "missing_input",
-                 "wrong_type", "bad_link", "no_output")
+                 "wrong_type", "bad_link", "no_output", "cycle")
 
 
 @dataclass(frozen=True)
@@ -1375,16 +1375,62 @@ def preflight(graph: Mapping[str, Any], schema: Schema,
             if problem is not None:
                 problems.append(problem)
 
+    for cycle in _cycles(g):
+        # The server accepts a loop and fails at run time ("Dependency cycle detected"): say it now.
+        refs = [node_ref(n) for n in cycle[:4]] + (["others"] if len(cycle) > 4 else [])
+        names = refs[0] if len(refs) == 1 else ", ".join(refs[:-1]) + " and " + refs[-1]
+        if len(cycle) == 1:
+            msg = (f"{names} takes its own output as an input; a node cannot feed itself, so fix that "
+                   "connection in ComfyUI and export the workflow again.")
+        else:
+            msg = (f"{names} feed each other in a loop; a workflow cannot feed a node its own output, so fix "
+                   "the connections in ComfyUI and export the workflow again.")
+        problems.append(Problem(None, cycle[0], "cycle", msg))
+
     if not unknown and g.nodes and not any(s is not None and s.output_node for s in g.specs.values()):
         problems.append(Problem(None, None, "no_output",
                                 "This workflow has no output node (such as Save Image), so the server would "
                                 "not run it; add one in ComfyUI and export the workflow again."))
-    if problems and all(p.kind not in ("missing_node", "no_output") for p in problems):
+    if problems and all(p.kind not in ("missing_node", "no_output", "cycle") for p in problems):
         bad = {p.node_id for p in problems}
         outputs = [o for o in g.order if (spec := g.specs.get(o)) is not None and spec.output_node]
         if any(not (_ancestors(g, o) & bad) for o in outputs):
             problems = [dataclasses.replace(p, blocking=False) for p in problems]
     return problems
+
+
+def _cycles(g: _Graph, limit: int = 3) -> list[list[str]]:
+    """Loops of links in the graph (each a list of node ids in id order), at most ``limit``."""
+    deps = {n: sorted({str(v[0]) for v in g.inputs(n).values() if is_link(v) and str(v[0]) in g.nodes},
+                      key=_id_key) for n in g.order}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    for root in g.order:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        stack = [iter(deps[root])]
+        state[root] = 1
+        while stack and len(found) < limit:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            if state.get(nxt) == 1:
+                loop = path[path.index(nxt):]
+                key = frozenset(loop)
+                if key not in seen:
+                    seen.add(key)
+                    found.append(sorted(loop, key=_id_key))
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(deps[nxt]))
+        if len(found) >= limit:
+            break
+    return found
 
 
 def _ancestors(g: _Graph, nid: str) -> set[str]:
@@ -1460,6 +1506,13 @@ def _check_value(inp: InputSpec, value: Any, ref: str, pid: str | None, nid: str
     if inp.is_model or (isinstance(value, str) and value.lower().endswith(_MODEL_EXTS)):
         return _check_model(inp, value, ref, pid, nid, models)
     return Problem(pid, nid, "not_in_list", f"{ref} is “{value}”, which this server does not offer.")
+
+
+def check_value(param: Parameter, value: Any, models: Mapping[str, Sequence[str]] | None = None) -> Problem | None:
+    """What the server would say about ``value`` for ``param`` (range, type, offered choices), or None.
+
+    For values typed in somewhere else than the form (an XY grid's axis, ``--set``)."""
+    return _check_value(param.spec, value, f"“{param.label}”", param.id, param.node_id, models)
 
 
 def _check_range(inp: InputSpec, n: float, value: Any, ref: str, pid: str | None, nid: str) -> Problem | None:

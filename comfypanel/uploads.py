@@ -11,13 +11,16 @@ uploaded image's alpha, and LoadImage reads mask = 1 − alpha, so **painted pix
 from __future__ import annotations
 
 import io
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidInput
 
-__all__ = ["ImageInfo", "check_upload", "mask_from_strokes", "mask_from_image", "composite", "MAX_PIXELS"]
+__all__ = ["ImageInfo", "check_upload", "upload_name", "mask_from_strokes", "mask_from_image", "composite",
+           "MAX_PIXELS"]
 
 MAX_PIXELS = 64_000_000  # 8000×8000: far above any useful input image, far below a bomb
 ACCEPTED = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -72,6 +75,32 @@ def check_upload(data: bytes, *, max_bytes: int | None = None, max_pixels: int =
     return ImageInfo(fmt, w, h, mode)
 
 
+_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+_IMAGE_SUFFIX = re.compile(r"\.(png|jpe?g|webp)$", re.IGNORECASE)
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"|?*]+')
+
+
+def upload_name(name: str | None, info: ImageInfo | None = None, *, max_chars: int = 120) -> str:
+    """The file name to upload under: what the person's file is called, made safe for the server.
+
+    ComfyUI refuses names that leave its input folder (400) and cannot store names its file system
+    rejects, and LoadImage only lists files with an image extension. So: the last path part only
+    (no ``../``, no folders, either slash), no control or Windows-reserved characters, no leading
+    dots, at most ``max_chars`` characters (the extension kept), an image extension matching
+    ``info`` when it has none; letters of any script stay as they are (NFC-normalised).
+    """
+    text = unicodedata.normalize("NFC", str(name or ""))
+    text = text.replace("\\", "/").rsplit("/", 1)[-1]
+    text = _UNSAFE.sub("_", text).strip().rstrip(". ")
+    suffix_match = _IMAGE_SUFFIX.search(text)
+    if suffix_match:
+        stem, suffix = text[: suffix_match.start()], text[suffix_match.start():]
+    else:
+        stem, suffix = text, _EXTENSIONS.get(info.format if info else "", ".png")
+    stem = stem.strip().lstrip(".").rstrip(". ")[: max(1, max_chars - len(suffix))].rstrip(". ") or "image"
+    return stem + suffix
+
+
 def _open(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img = ImageOps.exif_transpose(img)
@@ -104,9 +133,15 @@ def mask_from_image(data: bytes, size: tuple[int, int]) -> bytes:
     """
     check_upload(data)
     img = _open(data)
-    if img.mode in ("RGBA", "LA") or "transparency" in img.info:
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         alpha = img.convert("RGBA").getchannel("A")
         masked = ImageOps.invert(alpha.point(lambda a: 255 if a > 127 else 0))
+    elif img.mode.startswith("I"):
+        # 16-bit greyscale: Pillow's convert("L") clips at 255, which would mark almost every pixel;
+        # compare against the middle of the 16-bit range instead.
+        masked = img.convert("I").point(lambda v: v / 257).convert("L").point(lambda v: 255 if v > 127 else 0)
+    elif img.mode == "F":
+        masked = img.point(lambda v: v * 255).convert("L").point(lambda v: 255 if v > 127 else 0)
     else:
         masked = img.convert("L").point(lambda v: 255 if v > 127 else 0)
     masked = masked.resize(size, Image.Resampling.NEAREST)
@@ -118,9 +153,20 @@ def mask_from_image(data: bytes, size: tuple[int, int]) -> bytes:
 
 
 def composite(image: bytes, mask_png: bytes, tint: tuple[int, int, int] = (220, 40, 60)) -> bytes:
-    """The image with its masked area tinted, to show what will be repainted."""
-    base = _open(image).convert("RGBA")
-    mask = Image.open(io.BytesIO(mask_png)).convert("RGBA").getchannel("A").resize(base.size)
+    """The image with its masked area tinted, to show what will be repainted.
+
+    Raises:
+        InvalidInput: the image or the mask is not an image (or too large to open safely).
+    """
+    from .images import _displayable
+
+    check_upload(image, max_pixels=10**9)  # the pages show the same images; Pillow's own cap still applies
+    check_upload(mask_png, max_pixels=10**9)
+    try:
+        base = _displayable(_open(image)).convert("RGBA")  # 16-bit and CMYK keep their look
+        mask = Image.open(io.BytesIO(mask_png)).convert("RGBA").getchannel("A").resize(base.size)
+    except (OSError, ValueError, SyntaxError):
+        raise InvalidInput("The image or its mask is damaged, so the masked area cannot be shown.") from None
     overlay = Image.new("RGBA", base.size, tint + (0,))
     overlay.putalpha(ImageOps.invert(mask).point(lambda v: 140 if v > 0 else 0))
     out = Image.alpha_composite(base, overlay)

@@ -320,11 +320,14 @@ class _Level:
         self.defs = defs
         self.graph = graph
         self.nodes: dict[int | str, Mapping[str, Any]] = {}
-        for n in graph.get("nodes") or ():
-            if isinstance(n, Mapping) and "id" in n:
+        nodes = graph.get("nodes")
+        for n in nodes if isinstance(nodes, list) else ():
+            # an id that is not a number or a string (a list, an object, true) is not ComfyUI's
+            if isinstance(n, Mapping) and isinstance(n.get("id"), (int, str)) and not isinstance(n["id"], bool):
                 self.nodes[_nid(n["id"])] = n
         self.links: dict[Any, tuple[Any, int, Any, int, str]] = {}
-        for link in graph.get("links") or ():
+        links = graph.get("links")
+        for link in links if isinstance(links, list) else ():
             parsed = _parse_link(link)
             if parsed is not None:
                 self.links[parsed[0]] = parsed[1:]
@@ -348,9 +351,11 @@ def _parse_link(link: Any) -> tuple | None:
         t_id, t_slot, ltype = link.get("target_id"), link.get("target_slot"), link.get("type", "*")
     else:
         return None
+    if not all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in (lid, o_id, t_id)):
+        return None  # ids must be hashable numbers or strings
     try:
         return (lid, _nid(o_id), int(o_slot), _nid(t_id), int(t_slot), ltype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -420,8 +425,10 @@ class _Converter:
         self.object_info = object_info
         self.report = report
         defs: dict[str, Mapping[str, Any]] = {}
-        for d in ((ui.get("definitions") or {}).get("subgraphs") or ()):
-            if isinstance(d, Mapping) and d.get("id"):
+        definitions = ui.get("definitions")
+        subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
+        for d in subgraphs if isinstance(subgraphs, list) else ():
+            if isinstance(d, Mapping) and isinstance(d.get("id"), (str, int)) and d.get("id"):
                 defs[str(d["id"])] = d
         self.defs = defs
         self.top = _Level(ui, "", None, None, defs)
@@ -535,13 +542,16 @@ class _Converter:
             mode = node.get("mode", 0)
             if node_id in (SUBGRAPH_INPUT_NODE, SUBGRAPH_OUTPUT_NODE):
                 continue
-            if str(ntype) in self.defs:
+            if not isinstance(ntype, str) or not ntype:
+                self.report.dropped_nodes.append(level.api_id(node_id))  # no node type: nothing to run
+                continue
+            if ntype in self.defs:
                 if mode in (MODE_NEVER, MODE_BYPASS):
                     self.report.dropped_nodes.append(level.api_id(node_id))
                     continue
                 self._emit_level(self._child(level, node), depth + 1)
                 continue
-            if ntype in VIRTUAL_TYPES or mode in (MODE_NEVER, MODE_BYPASS) or not isinstance(ntype, str):
+            if ntype in VIRTUAL_TYPES or mode in (MODE_NEVER, MODE_BYPASS):
                 self.report.dropped_nodes.append(level.api_id(node_id))
                 continue
             self._emit_node(level, node_id, node)
@@ -620,7 +630,26 @@ def convert_ui(ui: Mapping[str, Any], object_info: Mapping[str, Any], *,
         WorkflowError: the graph has loops through reroutes/subgraphs, or nothing would run.
     """
     rep = report if report is not None else ConversionReport()
-    out = _Converter(ui, object_info, rep).run()
+    try:
+        out = _Converter(ui, object_info, rep).run()
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        # A hand-edited or foreign file whose nodes or links do not have the shapes ComfyUI saves
+        # (a number where a list belongs, a link to a slot that is not there, ...).
+        raise WorkflowError(
+            "The workflow file is damaged: some nodes or links are not what ComfyUI saves. Open it in "
+            "ComfyUI, save it again and load the new file."
+        ) from None
+    except RecursionError:
+        raise WorkflowError(
+            "The workflow's links form a loop through reroutes or subgraphs; fix it in ComfyUI."
+        ) from None
+    if not out and not any(isinstance(n, Mapping) and isinstance(n.get("type"), str) and n.get("type")
+                           and isinstance(n.get("id"), (int, str)) and not isinstance(n.get("id"), bool)
+                           for n in (ui.get("nodes") if isinstance(ui.get("nodes"), list) else ())):
+        raise WorkflowError(
+            "The workflow's nodes are damaged (none has a usable id and node type). Export the workflow from "
+            "ComfyUI again and load the new file."
+        )
     if not out:
         raise WorkflowError(
             "Nothing in this workflow would run: every node is muted, bypassed or a note. Enable some nodes "

@@ -22,8 +22,8 @@ from comfypanel import schema as S
 from comfypanel import workflow as W
 from comfypanel.client import ComfyClient, new_prompt_id
 from comfypanel.examples import EXAMPLES, load_example
-from comfypanel.generation import Form, build_form, fetch_models, submissions
-from comfypanel.uploads import check_upload
+from comfypanel.generation import Form, build_form, check_axis, fetch_models, submissions
+from comfypanel.uploads import check_upload, upload_name
 
 from . import live, session
 from .text import plain
@@ -72,12 +72,27 @@ def set_workflow(loaded: W.LoadedWorkflow, values: Mapping[str, Any] | None = No
     state[session.K_GEN_NODE_ERRORS] = {}
 
 
+def _convertible(loaded: W.LoadedWorkflow) -> W.LoadedWorkflow:
+    """``loaded`` when it converts with the server's node list (or when that list cannot be had:
+    the page then says why); raises ``WorkflowError`` for a file that is recognised but cannot be
+    converted, so the form the person is filling in is not replaced by an error."""
+    client = session.client()
+    if client is None or loaded.ui is None:
+        return loaded
+    try:
+        object_info, _schema, _models = server_data(client)
+    except E.ComfyPanelError:
+        return loaded
+    W.to_api(loaded, object_info)
+    return loaded
+
+
 def _on_upload() -> None:
     up = st.session_state.get("cp_w_gen_upload")
     if up is None:
         return
     try:
-        set_workflow(W.load(up.getvalue(), up.name))
+        set_workflow(_convertible(W.load(up.getvalue(), up.name)))
     except W.WorkflowError as exc:
         session.gen_state()[session.K_GEN_ERROR] = exc.user_message  # the current workflow stays
 
@@ -94,7 +109,7 @@ def _on_library(client: ComfyClient) -> None:
         return
     try:
         data = client.get_workflow(path)
-        set_workflow(W.load_json(data, path.rsplit("/", 1)[-1].removesuffix(".json")))
+        set_workflow(_convertible(W.load_json(data, path.rsplit("/", 1)[-1].removesuffix(".json"))))
     except W.WorkflowError as exc:
         session.gen_state()[session.K_GEN_ERROR] = exc.user_message
     except E.ComfyPanelError as exc:
@@ -243,15 +258,16 @@ def _on_image_upload(pid: str, key: str, up_key: str, client_holder: list) -> No
     state = session.gen_state()
     try:
         data = up.getvalue()
-        check_upload(data, max_bytes=_max_upload(client))
-        ref = client.upload_image(data, up.name)
+        info = check_upload(data, max_bytes=_max_upload(client))
+        name = upload_name(up.name, info)  # no folders or "..": the server would refuse them
+        ref = client.upload_image(data, name, mime=info.mime)
     except E.ComfyPanelError as exc:
         state[session.K_GEN_NODE_ERRORS][pid] = exc.user_message
         return
     state[session.K_GEN_VALUES][pid] = ref.image_value
     st.session_state[key] = ref.image_value
     state[session.K_GEN_NODE_ERRORS].pop(pid, None)
-    if ref.filename != up.name:
+    if ref.filename != name:
         st.toast(plain(f"The server stored the image as “{ref.filename}” (a different file already had that name)."))
 
 
@@ -377,12 +393,15 @@ def _on_generate() -> None:
     st.session_state["cp_gen_request"] = True
 
 
-def run_controls(form: Form) -> tuple[int, tuple | None, tuple | None]:
+def run_controls(form: Form) -> tuple[int, tuple | None, tuple | None, bool]:
+    """Runs and the XY grid; the last value is True when the grid's values cannot be used (Generate
+    is then blocked rather than silently running without the grid)."""
     c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
     with c1:
         count = st.number_input("Runs", min_value=1, max_value=100, value=1, step=1, key="cp_w_gen_count",
                                 help="How many times to run; the seed follows its “Next run” setting.")
     grid_x = grid_y = None
+    grid_bad = False
     with c2:
         with st.expander("XY grid (compare values)"):
             candidates = [p for p in form.params if p.spec.kind in ("INT", "FLOAT", "COMBO") and p.spec.upload is None]
@@ -395,15 +414,18 @@ def run_controls(form: Form) -> tuple[int, tuple | None, tuple | None]:
             try:
                 if gx and vx.strip():
                     grid_x = (gx, _parse_values(form.params[gx], vx))
+                    check_axis(form, *grid_x)
                 if gx and gy and vy.strip():
                     grid_y = (gy, _parse_values(form.params[gy], vy))
+                    check_axis(form, *grid_y)
             except E.InvalidInput as exc:
                 st.error(plain(exc.user_message))
                 grid_x = grid_y = None
+                grid_bad = True
             if grid_x:
                 n = len(grid_x[1]) * (len(grid_y[1]) if grid_y else 1)
                 st.caption(f"{n} images, one per combination; Runs is ignored for a grid.")
-    return int(count), grid_x, grid_y
+    return int(count), grid_x, grid_y, grid_bad
 
 
 def _parse_values(p: S.Parameter, text: str) -> list[Any]:
@@ -411,12 +433,18 @@ def _parse_values(p: S.Parameter, text: str) -> list[Any]:
     for raw in [t.strip() for t in text.split(",") if t.strip()]:
         try:
             if p.spec.kind == "INT":
-                out.append(int(float(raw)))
+                number = float(raw)
+                if not number.is_integer():  # also NaN and infinity
+                    raise E.InvalidInput(f"“{raw}” is not a whole number, but {p.label} needs whole numbers.")
+                out.append(int(number))
             elif p.spec.kind == "FLOAT":
-                out.append(float(raw))
+                number = float(raw)
+                if number != number or number in (float("inf"), float("-inf")):
+                    raise ValueError(raw)
+                out.append(number)
             else:
                 out.append(raw)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise E.InvalidInput(f"“{raw}” is not a number, but {p.label} needs numbers.") from None
     if not out:
         raise E.InvalidInput("Give at least one value.")
@@ -428,8 +456,12 @@ def submit(client: ComfyClient, loaded: W.LoadedWorkflow, form: Form, count: int
     state = session.gen_state()
     state[session.K_GEN_ERROR] = None
     state[session.K_GEN_NODE_ERRORS] = {}
-    subs = submissions(loaded, form, seed_modes=state[session.K_GEN_SEED_MODES], count=count,
-                       grid_x=grid_x, grid_y=grid_y)
+    try:
+        subs = submissions(loaded, form, seed_modes=state[session.K_GEN_SEED_MODES], count=count,
+                           grid_x=grid_x, grid_y=grid_y)
+    except E.InvalidInput as exc:  # a grid or run count the server would refuse: nothing is sent
+        state[session.K_GEN_ERROR] = exc.user_message
+        return
     if st.session_state.get("cp_w_gen_hold"):
         from . import queue_live
 
@@ -652,7 +684,20 @@ def _running(pid: str, title: str, progress: Any, lst: Any, run_titles: Mapping[
     snap = lst.snapshot(pid) if lst is not None else None
     preview = getattr(snap, "latest_preview", None) if snap is not None else None
     if preview is not None and preview.image:
-        st.image(preview.image, caption="Preview", width=256)
+        _preview(preview.image)
+
+
+def _preview(data: bytes) -> None:
+    """A live preview from the WebSocket; a frame whose bytes are not a readable image (a broken or
+    foreign sender) is skipped with a caption instead of failing the page."""
+    from comfypanel.images import open_image
+
+    try:
+        open_image(data).close()  # the header only: Streamlit's st.image opens it the same way
+    except E.InvalidInput:
+        st.caption("The server sent a preview that is not a readable image.")
+        return
+    st.image(data, caption="Preview", width=256)
 
 
 def _finished(pid: str, title: str, run: dict, done: Any) -> None:
@@ -768,11 +813,11 @@ def render() -> None:
                     "png-ui": "Read from the image’s ComfyUI metadata.",
                     "png-api": "Read from the image’s ComfyUI metadata (API format)."}[loaded.format])
     form_section(form, client, models)
-    count, grid_x, grid_y = run_controls(form)
+    count, grid_x, grid_y, grid_bad = run_controls(form)
     st.checkbox("Hold in the panel queue instead of sending now", key="cp_w_gen_hold",
                 help="The Queue page feeds held jobs to the server one at a time; pause, reorder or "
                      "re-prioritise them there.")
-    blocked = bool(form.blocking)
+    blocked = bool(form.blocking) or grid_bad
     st.button("Generate", type="primary", key="cp_w_gen_go", disabled=blocked, on_click=_on_generate,
               icon=":material/play_arrow:", width="stretch",
               help="Fix the problems shown above first." if blocked else None)

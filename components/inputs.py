@@ -16,7 +16,7 @@ import streamlit as st
 from comfypanel import errors as E
 from comfypanel.client import ComfyClient
 from comfypanel.types import FileRef
-from comfypanel.uploads import check_upload, composite, mask_from_image, mask_from_strokes
+from comfypanel.uploads import check_upload, composite, mask_from_image, mask_from_strokes, upload_name
 
 from . import session
 from .text import plain
@@ -81,13 +81,15 @@ def _on_upload(client_holder: list) -> None:
     for up in files:
         data = up.getvalue()
         try:
-            check_upload(data, max_bytes=limit)
-            ref = client.upload_image(data, up.name, overwrite=overwrite)
+            info = check_upload(data, max_bytes=limit)
+            name = upload_name(up.name, info)  # no folders or "..": the server would refuse them
+            ref = client.upload_image(data, name, overwrite=overwrite, mime=info.mime)
         except E.ComfyPanelError as exc:
             _notice("error", f"{up.name}: {exc.user_message}")
             continue
-        if ref.filename == up.name:
-            _notice("success", f"{up.name}: stored" + (" (replacing the old file)." if overwrite else "."))
+        if ref.filename == name:
+            renamed = f" as “{name}”" if name != up.name else ""
+            _notice("success", f"{up.name}: stored{renamed}" + (" (replacing the old file)." if overwrite else "."))
         else:
             _notice("info", f"{up.name}: stored as “{ref.filename}”, because a different image already had that "
                             "name. Tick “Replace files with the same name” to overwrite instead.")
@@ -104,10 +106,11 @@ def _save_mask(client: ComfyClient, original: str, mask_png: bytes, image_bytes:
     try:
         ref = client.upload_mask(mask_png, f"{base}_mask.png", FileRef(original, "", "input"), overwrite=True)
         stored = client.view(ref)
+        preview = composite(image_bytes, stored)
     except E.ComfyPanelError as exc:
         _notice("error", exc.user_message)
         return
-    st.session_state[K_MASK] = (original, ref, composite(image_bytes, stored))
+    st.session_state[K_MASK] = (original, ref, preview)
     _notice("success", f"Mask saved as “{ref.image_value}”. Use that name as the image in Generate to repaint "
                        "the marked area.")
 
