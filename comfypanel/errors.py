@@ -32,6 +32,8 @@ __all__ = [
     "UploadFailed",
     "InvalidInput",
     "JobTimedOut",
+    "FileHostUnreachable",
+    "LedgerUnavailable",
     "safe_url",
 ]
 
@@ -79,6 +81,21 @@ class CannotConnect(ComfyPanelError):
             f"Cannot reach the server at {self.url}. Check that ComfyUI is running there and that "
             "the address and port are right."
         )
+
+
+class FileHostUnreachable(CannotConnect):
+    """The server redirected a download to another host (Comfy Cloud's signed storage) that did not
+    answer. Not the user's server: checking their address would not help."""
+
+    def __init__(self, url: str, *, timed_out: bool = False) -> None:
+        super().__init__(url)
+        host = urlsplit(self.url).hostname or "another host"
+        what = "did not answer in time" if timed_out else "could not be reached"
+        self.user_message = (
+            f"The file storage the server sent the download to ({host}) {what}, so the file could not "
+            "be fetched; try again in a moment."
+        )
+        self.args = (self.user_message,)
 
 
 class RequestTimedOut(ComfyPanelError):
@@ -175,6 +192,34 @@ class JobTimedOut(ComfyPanelError):
             f"The job did not finish within {seconds:g} seconds. It may still be running on the server; "
             "check the Queue page."
         )
+
+
+class LedgerUnavailable(ComfyPanelError):
+    """The panel's own job ledger (SQLite) cannot be written: disk full, read-only, locked, I/O error.
+
+    ``kept``: the write is kept in memory and retried by itself (job records are never dropped);
+    otherwise (a favourite, a tag, a delete) the user has to try again. The sentence names no path
+    (every user of the panel sees it); ``path`` is for the log.
+    """
+
+    _WHY = {
+        "full": ("its disk is full", "free some space there"),
+        "readonly": ("its ledger file is read-only",
+                     "make the file writable (or set COMFYPANEL_LEDGER to a writable file)"),
+        "busy": ("another program keeps its ledger file locked", "close that program"),
+        "io": ("its ledger file cannot be written (a disk error)", "check that disk"),
+        "open": ("its ledger file cannot be opened", "check that the file and its folder exist and can be read"),
+    }
+
+    def __init__(self, kind: str, path: str, *, kept: bool = True) -> None:
+        self.kind = kind if kind in self._WHY else "io"
+        self.path = path
+        self.kept = kept
+        why, fix = self._WHY[self.kind]
+        then = ("and the waiting records are then saved by themselves" if kept
+                else "then try again")
+        super().__init__(f"The panel cannot save job records because {why}; whoever runs the panel needs to "
+                         f"{fix}, {then}.")
 
 
 class InvalidInput(ComfyPanelError):

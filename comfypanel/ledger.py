@@ -10,8 +10,14 @@ each used by one thread at a time); writes run in ``BEGIN IMMEDIATE`` transactio
 timeout, so several Streamlit sessions, threads and processes can write the same file. A process
 killed mid-write leaves the last committed state (SQLite's journal guarantees it).
 
-Location: ``COMFYPANEL_LEDGER`` (a file path), else ``$COMFYPANEL_DATA_DIR/ledger.sqlite3``, else
-the platform's user data directory.
+Storage faults (disk full, a read-only file, a lock held too long, an I/O error): job-lifecycle
+writes (``record_submission``, ``mark_*``, ``complete``, output sizes) are kept in memory, in order,
+and written by themselves as soon as the file takes writes again (every later write and read tries);
+``problem`` holds the one-sentence ``LedgerUnavailable`` message meanwhile. Edits a user makes by hand
+(favourite, tags, delete) raise ``LedgerUnavailable`` instead, so the page can say "try again".
+
+Location: ``COMFYPANEL_LEDGER`` (a file path, or a ``file:`` URI such as ``file:/x.db?mode=ro``), else
+``$COMFYPANEL_DATA_DIR/ledger.sqlite3``, else the platform's user data directory.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
+from .errors import LedgerUnavailable
 from .storage import data_dir
 from .types import FileRef
 
@@ -51,6 +59,32 @@ ACTIVE_STATES = ("submitting", "queued", "running")
 _FINAL_STATES = frozenset({"succeeded", "failed", "interrupted", "cancelled", "lost", "rejected"})
 # A "submitting" row younger than this may be on its way to the server right now: never call it lost.
 SUBMIT_GRACE_S = 120.0
+
+
+def _storage_fault(exc: BaseException) -> str | None:
+    """``full`` | ``readonly`` | ``busy`` | ``open`` | ``io`` when an SQLite error is about the file or disk
+    (it goes away when the disk does), ``None`` for a real error (a constraint, bad SQL)."""
+    if not isinstance(exc, sqlite3.Error) or isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+        return None
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return "full"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM")) or "readonly" in text or "read-only" in text:
+        return "readonly"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
+        return "busy"
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return "open"
+    if name.startswith("SQLITE_IOERR") or "disk i/o" in text:
+        return "io"
+    return None
+
+
+def _fault_of(exc: BaseException) -> str | None:
+    if isinstance(exc, LedgerUnavailable):
+        return exc.kind
+    return _storage_fault(exc)
 
 
 def ledger_path() -> Path:
@@ -291,26 +325,173 @@ class Ledger:
     POOL_SIZE = 4
 
     def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 30.0) -> None:
-        self.path = Path(path) if path is not None else ledger_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (and migrate) the ledger.
+
+        Raises:
+            LedgerUnavailable: the file cannot be opened at all, or it needs a schema change and
+                cannot be written. A read-only file whose schema is current opens (reads work,
+                job writes wait in memory, ``problem`` says why).
+        """
+        raw = os.fspath(path) if path is not None else None
+        if isinstance(raw, str) and raw.startswith("file:"):
+            self._target: str | Path = raw
+            self._uri = True
+            self.path = Path(urlsplit(raw).path)
+        else:
+            self.path = Path(raw) if raw is not None else ledger_path()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._target, self._uri = self.path, False
         self._timeout = timeout
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
+        # Job writes that the file did not take (disk full, read-only...), oldest first; written by
+        # themselves later. Guarded by ``_backlog_lock``, which also keeps them in order.
+        self._backlog: list[tuple[str, Callable[[sqlite3.Connection], Any]]] = []
+        self._backlog_lock = threading.RLock()
+        self._problem: LedgerUnavailable | None = None
         self.fts = _fts_available()
-        with self._connection() as c:
-            c.execute("PRAGMA journal_mode=WAL")
-            self._migrate(c)
-            # A DB made where FTS5 was available may be opened where it is not (and vice versa).
-            self.fts = self.fts and bool(c.execute(
-                "SELECT 1 FROM sqlite_master WHERE name='jobs_fts'").fetchone())
+        try:
+            with self._connection() as c:
+                c.execute("PRAGMA journal_mode=WAL")
+                self._migrate(c)
+                # A DB made where FTS5 was available may be opened where it is not (and vice versa).
+                self.fts = self.fts and bool(c.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name='jobs_fts'").fetchone())
+        except sqlite3.Error as exc:
+            kind = _storage_fault(exc)
+            if kind is None:
+                raise
+            self._open_degraded(kind)
+
+    def _open_degraded(self, kind: str) -> None:
+        """The file did not take the start-up writes: usable read-only if its schema is current."""
+        try:
+            with self._connection() as c:
+                row = c.execute("SELECT version FROM schema_version").fetchone()
+                has_fts = bool(c.execute("SELECT 1 FROM sqlite_master WHERE name='jobs_fts'").fetchone())
+        except sqlite3.Error:
+            raise LedgerUnavailable(kind, str(self.path), kept=False) from None
+        if not row or row[0] != SCHEMA_VERSION:
+            raise LedgerUnavailable(kind, str(self.path), kept=False) from None
+        self.fts = self.fts and has_fts
+        self._problem = LedgerUnavailable(kind, str(self.path))
+        log.warning("the job ledger %s opened read-only: %s", self.path, self._problem.user_message)
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
 
+    # -- storage faults ---------------------------------------------------------------------------
+    @property
+    def problem(self) -> str | None:
+        """One sentence while job records wait in memory because the file takes no writes; else None.
+
+        Reading it tries to write what waits (see ``_read``), so a page showing it recovers by itself.
+        """
+        self._retry_quietly()
+        problem = self._problem
+        return problem.user_message if problem is not None else None
+
+    @property
+    def waiting(self) -> int:
+        """How many job writes wait in memory for the file to take writes again."""
+        with self._backlog_lock:
+            return len(self._backlog)
+
+    def flush(self) -> bool:
+        """Write the waiting job records now, in order; True when nothing waits any more.
+
+        Called by every write and read, so nobody has to: the ledger recovers by itself.
+        """
+        if not self._backlog:
+            return True
+        with self._backlog_lock:
+            return self._flush_locked()
+
+    def _retry_quietly(self) -> None:
+        """For reads: try the waiting writes, unless the file is locked by someone else (a try would
+        wait out the busy timeout, and reads in WAL mode never need to wait; the next write retries)."""
+        problem = self._problem
+        if self._backlog and not (problem is not None and problem.kind == "busy"):
+            self.flush()
+
+    def _flush_locked(self) -> bool:
+        while self._backlog:
+            what, fn = self._backlog[0]
+            try:
+                with self._write() as c:
+                    fn(c)
+            except (sqlite3.Error, LedgerUnavailable) as exc:
+                kind = _fault_of(exc)
+                if kind is not None:
+                    self._problem = LedgerUnavailable(kind, str(self.path))
+                    return False
+                # e.g. a duplicate import another session wrote meanwhile: nothing to keep
+                log.warning("a waiting ledger write (%s) failed and is dropped: %s", what, exc)
+            self._backlog.pop(0)
+        if self._problem is not None:
+            log.warning("the job ledger takes writes again; every waiting record was saved")
+        self._problem = None
+        return True
+
+    def _job_write(self, what: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run one job-lifecycle write; if the file does not take it, keep it for later (in order)."""
+        with self._backlog_lock:
+            if self._backlog and not self._flush_locked():
+                self._backlog.append((what, fn))
+                return None
+            try:
+                with self._write() as c:
+                    out = fn(c)
+            except (sqlite3.Error, LedgerUnavailable) as exc:
+                kind = _fault_of(exc)
+                if kind is None:
+                    raise
+                self._backlog.append((what, fn))
+                self._problem = LedgerUnavailable(kind, str(self.path))
+                log.warning("%s: %s (%s kept in memory)", self.path, self._problem.user_message, what)
+                return None
+            if self._problem is not None:  # e.g. opened read-only, writable again since
+                log.warning("the job ledger %s takes writes again", self.path)
+                self._problem = None
+            return out
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading, after trying to write what waits (cheap when nothing does)."""
+        self._retry_quietly()
+        with self._connection() as c:
+            yield c
+
+    @contextmanager
+    def _user_write(self) -> Iterator[sqlite3.Connection]:
+        """A write a user asked for by hand: a storage fault raises ``LedgerUnavailable`` (try again).
+
+        While job records still wait in memory, edits are refused without trying: an edit must never
+        get ahead of the records it may belong to (it would silently change nothing).
+        """
+        if not self.flush():
+            problem = self._problem
+            raise LedgerUnavailable(problem.kind if problem is not None else "io", str(self.path), kept=False)
+        try:
+            with self._write() as c:
+                yield c
+        except sqlite3.Error as exc:
+            kind = _storage_fault(exc)
+            if kind is None:
+                raise
+            raise LedgerUnavailable(kind, str(self.path), kept=False) from None
+
     # -- connections --------------------------------------------------------------------------
     def _new_connection(self) -> sqlite3.Connection:
-        c = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        try:
+            c = sqlite3.connect(self._target, timeout=self._timeout, isolation_level=None,
+                                check_same_thread=False, uri=self._uri)
+        except sqlite3.Error as exc:
+            kind = _storage_fault(exc)
+            if kind is None:
+                raise
+            raise LedgerUnavailable(kind, str(self.path), kept=False) from None
         c.row_factory = sqlite3.Row
         c.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
         c.execute("PRAGMA foreign_keys=ON")
@@ -403,35 +584,41 @@ class Ledger:
         params = dict(params)
         text = _search_text(workflow_name, user_label, prompt_id, grid_label or "", params,
                             {k: v for k, v in flatten_params(api).items() if k not in params})
-        with self._write() as c:
+        row = (prompt_id, _status, _created_at or now, now, server_id, user_label or "", workflow_name or "",
+               recipe_json, _json(api), _json(params), text, batch_id, grid_label, int(_external))
+
+        def write(c: sqlite3.Connection) -> None:
             c.execute(
                 "INSERT INTO jobs (prompt_id, status, created_at, updated_at, server_id, user_label, workflow_name, "
                 "recipe_json, api_json, params_json, search_text, batch_id, grid_label, external) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (prompt_id, _status, _created_at or now, now, server_id, user_label or "", workflow_name or "",
-                 recipe_json, _json(api), _json(params), text, batch_id, grid_label, int(_external)),
-            )
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+
+        self._job_write("record_submission", write)
 
     def _set(self, prompt_id: str, **values: Any) -> bool:
         values["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in values)
-        with self._write() as c:
+        with self._user_write() as c:
             cur = c.execute(f"UPDATE jobs SET {cols} WHERE prompt_id = ?", (*values.values(), prompt_id))
             return cur.rowcount > 0
 
     def mark_queued(self, prompt_id: str, number: float | None = None) -> None:
-        with self._write() as c:
-            c.execute("UPDATE jobs SET status = 'queued', number = ?, updated_at = ? "
-                      "WHERE prompt_id = ? AND status IN ('submitting', 'queued')", (number, time.time(), prompt_id))
+        now = time.time()
+        self._job_write("mark_queued", lambda c: c.execute(
+            "UPDATE jobs SET status = 'queued', number = ?, updated_at = ? "
+            "WHERE prompt_id = ? AND status IN ('submitting', 'queued')", (number, now, prompt_id)))
 
     def mark_running(self, prompt_id: str) -> None:
-        with self._write() as c:
-            c.execute("UPDATE jobs SET status = 'running', updated_at = ? "
-                      "WHERE prompt_id = ? AND status IN ('submitting', 'queued')", (time.time(), prompt_id))
+        now = time.time()
+        self._job_write("mark_running", lambda c: c.execute(
+            "UPDATE jobs SET status = 'running', updated_at = ? "
+            "WHERE prompt_id = ? AND status IN ('submitting', 'queued')", (now, prompt_id)))
 
     def mark_rejected(self, prompt_id: str, message: str) -> None:
         now = time.time()
-        self._set(prompt_id, status="rejected", error=str(message), completed_at=now)
+        self._job_write("mark_rejected", lambda c: c.execute(
+            "UPDATE jobs SET status = 'rejected', error = ?, completed_at = ?, updated_at = ? WHERE prompt_id = ?",
+            (str(message), now, now, prompt_id)))
 
     def complete(
         self,
@@ -451,28 +638,29 @@ class Ledger:
         else:
             size_of = {i: s for i, s in enumerate(sizes or ())}
         now = time.time()
-        with self._write() as c:
+        outputs = [(prompt_id, i, f.filename, f.subfolder, f.type, f.node_id, f.kind, int(f.animated), size_of.get(i))
+                   for i, f in enumerate(files)]
+
+        def write(c: sqlite3.Connection) -> None:
             c.execute("UPDATE jobs SET status = ?, error = ?, duration_s = COALESCE(?, duration_s), "
                       "completed_at = ?, updated_at = ? WHERE prompt_id = ?",
                       (state, error, duration_s, now, now, prompt_id))
             c.execute("DELETE FROM outputs WHERE prompt_id = ?", (prompt_id,))
             c.executemany(
                 "INSERT INTO outputs (prompt_id, idx, filename, subfolder, type, node_id, kind, animated, size) "
-                "VALUES (?,?,?,?,?,?,?,?,?)",
-                [(prompt_id, i, f.filename, f.subfolder, f.type, f.node_id, f.kind, int(f.animated), size_of.get(i))
-                 for i, f in enumerate(files)],
-            )
+                "VALUES (?,?,?,?,?,?,?,?,?)", outputs)
+
+        self._job_write("complete", write)
 
     def set_output_size(self, prompt_id: str, ref: FileRef, size: int) -> None:
-        with self._write() as c:
-            c.execute("UPDATE outputs SET size = ?, missing = 0 WHERE prompt_id = ? AND filename = ? "
-                      "AND subfolder = ? AND type = ?", (size, prompt_id, ref.filename, ref.subfolder, ref.type))
+        self._job_write("set_output_size", lambda c: c.execute(
+            "UPDATE outputs SET size = ?, missing = 0 WHERE prompt_id = ? AND filename = ? "
+            "AND subfolder = ? AND type = ?", (size, prompt_id, ref.filename, ref.subfolder, ref.type)))
 
     def mark_missing(self, prompt_id: str, ref: FileRef, missing: bool = True) -> None:
-        with self._write() as c:
-            c.execute("UPDATE outputs SET missing = ? WHERE prompt_id = ? AND filename = ? "
-                      "AND subfolder = ? AND type = ?",
-                      (int(missing), prompt_id, ref.filename, ref.subfolder, ref.type))
+        self._job_write("mark_missing", lambda c: c.execute(
+            "UPDATE outputs SET missing = ? WHERE prompt_id = ? AND filename = ? "
+            "AND subfolder = ? AND type = ?", (int(missing), prompt_id, ref.filename, ref.subfolder, ref.type)))
 
     def set_favourite(self, prompt_id: str, favourite: bool = True) -> None:
         self._set(prompt_id, favourite=int(bool(favourite)))
@@ -481,19 +669,19 @@ class Ledger:
         tag = " ".join(str(tag).split())[:64]
         if not tag:
             raise ValueError("a tag cannot be empty")
-        with self._write() as c:
+        with self._user_write() as c:
             if c.execute("SELECT 1 FROM jobs WHERE prompt_id = ?", (prompt_id,)).fetchone():
                 c.execute("INSERT OR IGNORE INTO tags VALUES (?, ?)", (prompt_id, tag))
 
     def remove_tag(self, prompt_id: str, tag: str) -> None:
-        with self._write() as c:
+        with self._user_write() as c:
             c.execute("DELETE FROM tags WHERE prompt_id = ? AND tag = ?", (prompt_id, tag))
 
     def delete(self, prompt_ids: Iterable[str]) -> int:
         """Forget jobs (the ledger only: files on the server are untouched). Returns how many went."""
         ids = list(dict.fromkeys(prompt_ids))
         n = 0
-        with self._write() as c:
+        with self._user_write() as c:
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
                 marks = ",".join("?" * len(chunk))
@@ -529,7 +717,7 @@ class Ledger:
         ]
 
     def get(self, prompt_id: str) -> JobRecord | None:
-        with self._connection() as c:
+        with self._read() as c:
             rows = c.execute("SELECT * FROM jobs WHERE prompt_id = ?", (prompt_id,)).fetchall()
             recs = self._records(c, rows)
         return recs[0] if recs else None
@@ -582,14 +770,14 @@ class Ledger:
             where.append("prompt_id IN (SELECT prompt_id FROM tags WHERE tag = ?)")
             args.append(tag)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        with self._connection() as c:
+        with self._read() as c:
             total = c.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0]
             rows = c.execute(f"SELECT * FROM jobs{clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
                              (*args, int(limit), int(offset))).fetchall()
             return self._records(c, rows), total
 
     def _distinct(self, sql: str, args: Sequence[Any] = ()) -> list[str]:
-        with self._connection() as c:
+        with self._read() as c:
             return [r[0] for r in c.execute(sql, args) if r[0]]
 
     def workflows(self) -> list[str]:
@@ -602,7 +790,7 @@ class Ledger:
         return self._distinct("SELECT DISTINCT tag FROM tags ORDER BY tag")
 
     def active(self, server_id: str) -> list[JobRecord]:
-        with self._connection() as c:
+        with self._read() as c:
             rows = c.execute(f"SELECT * FROM jobs WHERE server_id = ? AND status IN "
                              f"({','.join('?' * len(ACTIVE_STATES))}) ORDER BY created_at",
                              (server_id, *ACTIVE_STATES)).fetchall()
@@ -611,7 +799,7 @@ class Ledger:
     def known(self, prompt_ids: Iterable[str]) -> set[str]:
         ids = list(prompt_ids)
         found: set[str] = set()
-        with self._connection() as c:
+        with self._read() as c:
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
                 found.update(r[0] for r in c.execute(
@@ -619,12 +807,12 @@ class Ledger:
         return found
 
     def count(self) -> int:
-        with self._connection() as c:
+        with self._read() as c:
             return c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
 
     def check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` for a healthy file."""
-        with self._connection() as c:
+        with self._read() as c:
             return c.execute("PRAGMA integrity_check").fetchone()[0]
 
 

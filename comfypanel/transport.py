@@ -216,8 +216,12 @@ class Transport:
                     stream=True,
                 )
             except requests.exceptions.ConnectTimeout:
+                if not same_origin:
+                    raise E.FileHostUnreachable(url, timed_out=True) from None
                 raise E.CannotConnect(shown) from None
             except requests.exceptions.ReadTimeout:
+                if not same_origin:
+                    raise E.FileHostUnreachable(url, timed_out=True) from None
                 t = timeout or self.timeout
                 raise E.RequestTimedOut(shown, t[1] if isinstance(t, tuple) else t) from None
             except requests.exceptions.RetryError as exc:
@@ -228,6 +232,8 @@ class Transport:
                 raise E.CannotConnect(shown) from None
             except (requests.exceptions.ConnectionError, requests.exceptions.InvalidURL,
                     requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+                if not same_origin:  # a redirect target (Cloud's signed storage), not the user's server
+                    raise E.FileHostUnreachable(url, timed_out="timed out" in str(exc)) from None
                 if "Read timed out" in str(exc):
                     raise E.RequestTimedOut(shown) from None
                 raise E.CannotConnect(shown) from None

@@ -32,6 +32,18 @@ _ALL = "All"
 
 # -- notices and callbacks ------------------------------------------------------------------------
 def notice() -> None:
+    """The last action's sentence, and the ledger's own trouble (disk full, read-only) while it lasts.
+
+    A ledger that cannot be opened at all stops the page here with its sentence (nothing below could
+    be drawn without it).
+    """
+    try:
+        problem = data.ledger().problem  # reading it also writes records that waited, once possible
+    except E.ComfyPanelError as exc:
+        st.error(plain(exc.user_message), icon=":material/database:")
+        st.stop()
+    if problem:
+        st.warning(plain(problem), icon=":material/database:")
     n = session.gallery_notice()
     if n:
         session.set_gallery_notice(None)  # shown once: the next interaction clears it
@@ -61,20 +73,29 @@ def _rerun(prompt_id: str, new_seed: bool) -> None:
     _do("success", go)
 
 
+def _edit(fn, *args) -> bool:
+    """Run a hand edit of the ledger; a disk that takes no writes gives a sentence, not a traceback."""
+    try:
+        fn(*args)
+        return True
+    except E.ComfyPanelError as exc:
+        session.set_gallery_notice("error", exc.user_message)
+        return False
+
+
 def _toggle_favourite(prompt_id: str, value: bool) -> None:
-    data.ledger().set_favourite(prompt_id, value)
+    _edit(data.ledger().set_favourite, prompt_id, value)
 
 
 def _add_tag(prompt_id: str) -> None:
     key = W(f"tag_{prompt_id}")
     tag = str(st.session_state.get(key) or "").strip()
-    if tag:
-        data.ledger().add_tag(prompt_id, tag)
+    if tag and _edit(data.ledger().add_tag, prompt_id, tag):
         st.session_state[key] = ""
 
 
 def _remove_tag(prompt_id: str, tag: str) -> None:
-    data.ledger().remove_tag(prompt_id, tag)
+    _edit(data.ledger().remove_tag, prompt_id, tag)
 
 
 def _sync() -> None:

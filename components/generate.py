@@ -649,11 +649,13 @@ def _grid_card(cells: list[dict], watcher: Any, lst: Any) -> None:
 
 def _record(run: dict, done: Any) -> None:
     ledger = live.ledger()
-    if ledger is not None and not run.get("recorded"):
+    # done.result is None when following failed (auth, timeout), not the job: its row stays as it is
+    # and the ledger's reconcile settles it from the server later.
+    if ledger is not None and not run.get("recorded") and done.result is not None:
         result = done.result
-        ledger.complete(run["prompt_id"], state=done.state, files=result.files if result else (),
+        ledger.complete(run["prompt_id"], state=done.state, files=result.files,
                         error=None if done.state == "succeeded" else done.message,
-                        duration_s=result.duration_s if result else None)
+                        duration_s=result.duration_s)
     run["recorded"] = True
 
 
@@ -684,20 +686,7 @@ def _running(pid: str, title: str, progress: Any, lst: Any, run_titles: Mapping[
     snap = lst.snapshot(pid) if lst is not None else None
     preview = getattr(snap, "latest_preview", None) if snap is not None else None
     if preview is not None and preview.image:
-        _preview(preview.image)
-
-
-def _preview(data: bytes) -> None:
-    """A live preview from the WebSocket; a frame whose bytes are not a readable image (a broken or
-    foreign sender) is skipped with a caption instead of failing the page."""
-    from comfypanel.images import open_image
-
-    try:
-        open_image(data).close()  # the header only: Streamlit's st.image opens it the same way
-    except E.InvalidInput:
-        st.caption("The server sent a preview that is not a readable image.")
-        return
-    st.image(data, caption="Preview", width=256)
+        live.preview_image(preview.image, caption="Preview", width=256)
 
 
 def _finished(pid: str, title: str, run: dict, done: Any) -> None:

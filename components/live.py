@@ -80,10 +80,18 @@ def watcher() -> Any:
 
 
 def ledger() -> Any:
-    """The job ledger (SQLite, shared by every session: it holds no credential)."""
+    """The job ledger (SQLite, shared by every session: it holds no credential); None when its file
+    cannot be opened at all, so that generating still works (the sidebar says why nothing is
+    recorded, see ``queue_view.ledger_warning``)."""
+    from comfypanel.errors import ComfyPanelError
+
     from .gallery_data import ledger as shared_ledger
 
-    return shared_ledger()
+    try:
+        return shared_ledger()
+    except ComfyPanelError as exc:
+        log.warning("the job ledger is unavailable: %s", exc.user_message)
+        return None
 
 
 class LogTail:
@@ -138,3 +146,17 @@ def log_tail() -> LogTail | None:
     if lst is None:
         return None
     return _session_log_tail(client.connection.fingerprint(), client.client_id, client, lst)
+
+
+def preview_image(data: bytes, *, caption: str, width: int) -> None:
+    """A live preview from the WebSocket; a frame whose bytes are not a readable image (a broken or
+    foreign sender) is skipped with a caption instead of failing the page."""
+    from comfypanel.errors import InvalidInput
+    from comfypanel.images import open_image
+
+    try:
+        open_image(data).close()  # the header only: Streamlit's st.image opens it the same way
+    except InvalidInput:
+        st.caption("The server sent a preview that is not a readable image.")
+        return
+    st.image(data, caption=caption, width=width)

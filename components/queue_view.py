@@ -218,12 +218,30 @@ def _add_held(raw: bytes, name: str) -> None:
 
 
 # -- drawing -------------------------------------------------------------------------------------------
+def ledger_warning() -> None:
+    """The job ledger's trouble (disk full, read-only file, cannot be opened), in the sidebar of every
+    page while it lasts. Reading ``problem`` also writes the records that waited once the file takes
+    writes again, so the warning goes away by itself."""
+    from comfypanel.errors import ComfyPanelError
+
+    from .gallery_data import ledger as shared_ledger
+
+    try:
+        problem = shared_ledger().problem
+    except ComfyPanelError as exc:
+        problem = exc.user_message
+    if problem:
+        with st.sidebar:
+            st.warning(plain(problem), icon=":material/database:")
+
+
 def sidebar_badge() -> None:
-    """A queue-count badge in the sidebar, on every page.
+    """A queue-count badge in the sidebar, on every page (and the ledger's trouble, if any).
 
     It reads the monitor's view (kept fresh by its thread; the main run polls only when that view is
     older than 1.5 s) inside a small fragment that re-runs every 2 s while the server is busy.
     """
+    ledger_warning()
     if not session.is_connected():
         return
     mon = queue_live.monitor()
@@ -420,7 +438,7 @@ def _running(item: QueueItem, view: QueueView, lst: Any, my_id: str, my_label: s
                     frac = (n.value / n.max) if n.max else (1.0 if n.state == "finished" else 0.0)
                     st.progress(min(1.0, max(0.0, frac)), text=f"{plain(_node_name(item.prompt, nid))} — {n.state}")
         if snap.latest_preview is not None:
-            st.image(snap.latest_preview.image, caption="Latest preview", width=320)
+            live.preview_image(snap.latest_preview.image, caption="Latest preview", width=320)
 
 
 def _waiting(view: QueueView, my_id: str, my_label: str, now: float) -> None:
