@@ -43,6 +43,7 @@ __all__ = [
     "operator_key_in_use",
     "is_connected",
     "set_connected",
+    "clear_credential_fields",
     "set_health",
     "set_failed",
     "request",
@@ -194,6 +195,19 @@ def set_connected(conn: Connection, new_client: ComfyClient, report: Health, *, 
     st.session_state[K_HEALTH] = report
     st.session_state[K_OPERATOR_KEY] = operator_key
     st.session_state[K_ERROR] = None
+
+
+CREDENTIAL_FIELDS = ("token", "api_key", "partner_key")
+
+
+def clear_credential_fields() -> None:
+    """Empty the credential fields (stored and widget values) once a connection holds them: a field
+    keeps its value in the browser's DOM, and a key must not stay in the page's HTML for the rest of
+    the session. The connection keeps the credential (``build_connection`` reuses it when the field
+    is left empty)."""
+    for name in CREDENTIAL_FIELDS:
+        set_field(name, "")
+        st.session_state[widget_key(name)] = ""
 
 
 def set_health(report: Health) -> None:
