@@ -146,7 +146,9 @@ def filters() -> dict[str, Any]:
             workflows = [_ALL, *led.workflows()]
             workflow = c.selectbox("Workflow", workflows, key=W("workflow"))
             servers = [_ALL, *led.servers()]
-            if W("server") not in st.session_state and here in servers:
+            if here is not None and here not in servers:
+                servers.append(here)  # nothing made here yet: still open on it, not on everyone's jobs
+            if W("server") not in st.session_state and here is not None:
                 st.session_state[W("server")] = here  # this session's server first
             server = a.selectbox("Server", servers, key=W("server"))
             tags = [_ALL, *led.all_tags()]

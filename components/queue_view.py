@@ -20,7 +20,7 @@ from comfypanel.holdqueue import HeldJob
 from comfypanel.queuewatch import QueueMonitor, QueueView
 from comfypanel.types import QueueItem
 
-from . import live, queue_live, session
+from . import admin_gate, live, queue_live, session
 from .text import plain
 
 __all__ = ["render", "sidebar_badge", "workflow_label", "submitter_label"]
@@ -84,6 +84,26 @@ def _is_mine(pid: str, client_id: str | None, view: QueueView, my_client_id: str
     return bool(client_id) and client_id == my_client_id
 
 
+# -- who may stop other people's jobs ----------------------------------------------------------------
+GATED = ("Stopping or removing other people's jobs needs admin rights on this panel: unlock them on the "
+         "Admin page, or cancel your own jobs from their rows.")
+
+
+def _may_touch_others() -> bool:
+    """Interrupting someone else's running job or clearing everyone's pending jobs: admins only when
+    the operator configured admin rights; anyone on a panel without them (one person's panel)."""
+    config = admin_gate.admin_config()
+    return not config.configured or admin_gate.is_admin(config)
+
+
+def _all_mine(prompt_ids: list[str], client_id_of: Mapping[str, str | None], view: QueueView) -> bool:
+    client = session.client()
+    if client is None:
+        return False
+    return all(_is_mine(pid, client_id_of.get(pid), view, client.client_id, session.session_label())
+               for pid in prompt_ids)
+
+
 # -- actions (button callbacks) -----------------------------------------------------------------------
 def _client_and_monitor():
     return session.client(), queue_live.monitor()
@@ -128,12 +148,19 @@ def _interrupt(prompt_id: str) -> None:
                                          "nothing was stopped.")
             _refresh(mon)
             return
+        running = next(i for i in state.running if i.prompt_id == prompt_id)
+        if not (_all_mine([prompt_id], {prompt_id: running.client_id}, mon.view()) or _may_touch_others()):
+            session.set_queue_notice("error", GATED)  # checked when it runs, whatever the buttons showed
+            admin_gate.record("queue_interrupt", {"prompt_id": prompt_id}, "refused", GATED)
+            return
         session.queue_interrupted().add(prompt_id)
         mon.note_cancelled(prompt_id)
         client.interrupt(prompt_id)
     except ComfyPanelError as exc:
         session.set_queue_notice("error", exc.user_message)
+        admin_gate.record("queue_interrupt", {"prompt_id": prompt_id}, "failed", exc.user_message)
         return
+    admin_gate.record("queue_interrupt", {"prompt_id": prompt_id}, "ok", "Interrupt sent.")
     where = "every running job of this account" if client.is_cloud else "the job"
     session.set_queue_notice("success", f"Interrupt sent: {where} stops at the next node boundary. If it finishes "
                              "first, it shows here as succeeded.")
@@ -146,13 +173,21 @@ def _clear_pending() -> None:
         return
     try:
         state = client.queue()
+        pids = [i.prompt_id for i in state.pending]
+        if not (_all_mine(pids, {i.prompt_id: i.client_id for i in state.pending}, mon.view()) or _may_touch_others()):
+            session.set_queue_notice("error", GATED)
+            admin_gate.record("queue_clear_pending", {"jobs": len(pids)}, "refused", GATED)
+            return
         for item in state.pending:
             mon.note_cancelled(item.prompt_id)
         client.clear_queue()
     except ComfyPanelError as exc:
         session.set_queue_notice("error", exc.user_message)
+        admin_gate.record("queue_clear_pending", {}, "failed", exc.user_message)
         return
-    session.set_queue_notice("success", f"Removed {len(state.pending)} pending job(s) from the server's queue.")
+    message = f"Removed {len(state.pending)} pending job(s) from the server's queue."
+    admin_gate.record("queue_clear_pending", {"jobs": len(pids)}, "ok", message)
+    session.set_queue_notice("success", message)
     _refresh(mon)
 
 
@@ -287,12 +322,18 @@ def _notice() -> None:
 
 def _controls(client, mon: QueueMonitor) -> None:
     view = mon.view()
+    may = _may_touch_others()
+    mine_running = bool(view.running) and _all_mine([view.running[0].prompt_id],
+                                                    {view.running[0].prompt_id: view.running[0].client_id}, view)
+    mine_pending = _all_mine([i.prompt_id for i in view.pending], {i.prompt_id: i.client_id for i in view.pending}, view)
     with st.container(horizontal=True, vertical_alignment="bottom", key=W("controls")):
         if st.button("Interrupt running", key=W("interrupt"), icon=":material/stop_circle:",
-                     disabled=not view.running):
+                     disabled=not view.running or not (may or mine_running),
+                     help=None if may or mine_running else GATED):
             _confirm_interrupt(view.running[0].prompt_id if view.running else "", client.is_cloud)
         if st.button("Clear pending", key=W("clear"), icon=":material/playlist_remove:",
-                     disabled=not view.pending):
+                     disabled=not view.pending or not (may or mine_pending),
+                     help=None if may or mine_pending else GATED):
             _confirm_clear(len(view.pending), client.is_cloud)
         paused = view.paused
         st.button("Resume hold queue" if paused else "Pause hold queue", key=W("pause"),

@@ -232,3 +232,13 @@ def test_new_seed_replaces_a_label_keyed_seed():
     assert _params_with_seeds({"Seed": 5, "Prompt": "fox"}, {"3.seed": 5}, {"3.seed": 9}) == {"Seed": 9, "Prompt": "fox"}
     assert _params_with_seeds({"3.seed": 5}, {"3.seed": 5}, {"3.seed": 9}) == {"3.seed": 9}
     assert _params_with_seeds({"Steps": 5}, {"3.seed": 5}, {"3.seed": 9}) == {"Steps": 5, "3.seed": 9}
+
+
+def test_a_new_server_opens_on_its_own_empty_gallery_not_everyones(monkeypatch, tmp_path, comfy_double):
+    led = ledger_here(tmp_path)
+    add_job(led, "elsewhere", server_id="local:http://10.0.0.9:8188", files=["x.png"])
+    at = open_gallery(monkeypatch, comfy_double)  # this server has made nothing yet
+    assert card_ids(at) == []
+    assert at.selectbox(key=W("server")).value != "All"
+    at.selectbox(key=W("server")).set_value("All").run()  # the team gallery is one choice away
+    assert card_ids(at) == ["elsewhere"]

@@ -310,3 +310,44 @@ def test_refused_held_job_is_shown_and_dismissed(local):
     assert "refused]" in texts(at) and "broken" in texts(at)
     at.button(key=W(f"dismiss_{job.id}")).click().run()
     assert "broken" not in texts(at)
+
+
+def test_other_peoples_jobs_need_admin_rights_when_the_operator_set_them(local, tmp_path):
+    from comfypanel import admin as gate
+    from comfypanel.audit import AuditLog
+
+    secrets = {"comfyui": {"admin": {"password_hash": gate.hash_password("pw", n=2**10)}}}
+    local.script(class_delays={"ImageBlur": 3.0})
+    at = open_queue(secrets=secrets)
+    other = requests.post(local.url + "/prompt", json={"prompt": wf(30), "client_id": "feedbeef-0000"}).json()["prompt_id"]
+    requests.post(local.url + "/prompt", json={"prompt": wf(31), "client_id": "feedbeef-0000"})
+    wait_for(lambda: other in {i.prompt_id for i in client_of(at).queue().running})
+    at.run()
+    at.run()
+    # someone else's running and pending jobs: not for a non-admin session
+    assert at.button(key=W("interrupt")).disabled and at.button(key=W("clear")).disabled
+    assert "needs admin rights" in (at.button(key=W("interrupt")).help or "")
+    mine = client_of(at).queue_prompt(wf(32)).prompt_id
+    at.run()
+    assert at.button(key=W(f"cancel_{mine}")).disabled is False  # one's own job can always be cancelled
+    client_of(at).interrupt()  # (clean up: the double's running job)
+    wait_for(lambda: not client_of(at).queue().running or client_of(at).queue().running[0].prompt_id != other)
+
+
+def test_without_admin_rights_configured_anyone_may_clear_and_it_is_audited(local, tmp_path):
+    from comfypanel.audit import AuditLog
+
+    local.script(class_delays={"ImageBlur": 3.0})
+    at = open_queue()  # no [comfyui.admin]: one person's panel
+    ids = [requests.post(local.url + "/prompt", json={"prompt": wf(40 + n), "client_id": "feedbeef-0000"}).json()["prompt_id"]
+           for n in range(2)]
+    wait_for(lambda: [i.prompt_id for i in client_of(at).queue().pending] == [ids[1]])
+    at.run()
+    at.run()
+    assert not at.button(key=W("clear")).disabled and not at.button(key=W("interrupt")).disabled
+    at.button(key=W("clear")).click().run()
+    at.button(key=W("clear_yes")).click().run()
+    assert "Removed 1 pending job(s)" in texts(at)
+    rows = AuditLog(tmp_path / "panel-data" / "audit.sqlite3").query()
+    assert [(r.action, r.result, r.params) for r in rows] == [("queue_clear_pending", "ok", {"jobs": 1})]
+    client_of(at).interrupt()
