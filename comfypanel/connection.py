@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError, safe_url
 
-__all__ = ["Connection", "CLOUD_URL", "DEFAULT_LOCAL_URL", "ServerPolicy", "check_server_url"]
+__all__ = ["Connection", "CLOUD_URL", "DEFAULT_LOCAL_URL", "ServerPolicy", "check_resolved", "check_server_url"]
 
 CLOUD_URL = "https://cloud.comfy.org"
 DEFAULT_LOCAL_URL = "http://127.0.0.1:8188"
@@ -73,6 +73,31 @@ def _refused_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None
         if candidate.is_link_local or candidate.is_multicast or candidate.is_unspecified:
             return "That address (link-local, multicast or 0.0.0.0) cannot be a ComfyUI server."
     return None
+
+
+def check_resolved(url: str, *, resolve=socket.getaddrinfo) -> None:
+    """Refuse a host *name* that resolves to a link-local, multicast, unspecified or metadata address
+    (``169.254.169.254.nip.io``); ``check_server_url`` only sees the name. Called once when a user
+    connects. A name that does not resolve passes (connecting then says the server cannot be reached).
+
+    Raises:
+        ConfigError: with the same sentence ``check_server_url`` gives for the address itself.
+    """
+    host = (urlsplit(url).hostname or "").strip("[]")
+    if not host or _ip_of(host) is not None:
+        return  # an IP literal was checked by check_server_url already
+    try:
+        infos = resolve(host, None)
+    except (OSError, UnicodeError):
+        return
+    for info in infos:
+        try:
+            ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        except (ValueError, IndexError, TypeError):
+            continue
+        reason = _refused_ip(ip)
+        if reason:
+            raise ConfigError(reason.replace("That address", f"That address ({host})", 1))
 
 
 def check_server_url(url: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import streamlit as st
 
 from comfypanel.client import ComfyClient
-from comfypanel.connection import (CLOUD_URL, DEFAULT_LOCAL_URL, NOT_ALLOWED, Connection, ServerPolicy,
+from comfypanel.connection import (CLOUD_URL, DEFAULT_LOCAL_URL, NOT_ALLOWED, Connection, ServerPolicy, check_resolved,
                                    check_server_url)
 from comfypanel.errors import CannotConnect, ComfyPanelError, ConfigError, RequestTimedOut
 
@@ -156,6 +156,8 @@ def build_connection(form: Mapping[str, str], op: OperatorDefault,
             return Connection.cloud(operator.api_key or "", url, source=operator.source), True
         return Connection.cloud(key, url), False
     url = op.policy.check(form.get("url_local") or DEFAULT_LOCAL_URL)
+    if not op.policy.restricted:  # a name the user typed may resolve to a metadata address
+        check_resolved(url)
     token = (form.get("token") or "").strip() or None
     operator = op.credential_for("local", url)
     uses_operator = False

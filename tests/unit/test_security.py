@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import logging
 import threading
 import traceback
@@ -430,3 +431,43 @@ def test_a_redirect_back_to_the_origin_keeps_the_credential_but_a_hop_away_drops
         client.close()
     assert _leaks(other.seen, KEY) == []
     assert [p for _, p, _, _ in other.seen] == ["/bounce"]
+
+
+# ---------------------------------------------------------------- host names resolving to forbidden addresses
+@pytest.mark.parametrize("answer, refused", [
+    ("169.254.169.254", True), ("fe80::1%eth0", True), ("fd00:ec2::254", True), ("0.0.0.0", True),
+    ("::ffff:169.254.169.254", True), ("10.0.0.5", False), ("127.0.0.1", False), ("192.168.1.20", False),
+])
+def test_a_name_resolving_to_a_metadata_or_link_local_address_is_refused(answer, refused):
+    from comfypanel.connection import check_resolved
+    from comfypanel.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in answer else socket.AF_INET
+    asked = []
+
+    def resolve(host, port):
+        asked.append(host)
+        return [(family, socket.SOCK_STREAM, 6, "", (answer, 0))]
+
+    if refused:
+        with pytest.raises(ConfigError) as exc:
+            check_resolved("http://gpu.example.test:8188", resolve=resolve)
+        assert "gpu.example.test" in exc.value.user_message and "\n" not in exc.value.user_message
+    else:
+        check_resolved("http://gpu.example.test:8188", resolve=resolve)
+    assert asked == ["gpu.example.test"]
+
+
+def test_ip_literals_and_unresolvable_names_are_not_looked_up_again():
+    from comfypanel.connection import check_resolved
+
+    def boom(host, port):
+        raise AssertionError("no lookup for an IP literal")
+
+    check_resolved("http://127.0.0.1:8188", resolve=boom)
+    check_resolved("http://[::1]:8188", resolve=boom)
+
+    def fails(host, port):
+        raise socket.gaierror("no such name")
+
+    check_resolved("http://nowhere.invalid:8188", resolve=fails)  # connecting says it cannot be reached
