@@ -10,7 +10,7 @@ server sent them) N times through, in the same run:
   (c) (b) through the listener's dispatch path (lock, bounded deque, Condition.notify_all) — what
       the listener thread does per frame, minus the socket.
 
-Usage:  python benchmarks/events.py [--repeat N] [--recordings DIR]
+Usage:  python benchmarks/events.py [--repeat N] [--recordings DIR] [--json PATH]
 Exit status 1 when (b) is below the 50k events/s target.
 """
 
@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from comfypanel.events import EventListener, SnapshotReducer, parse_binary, parse_text  # noqa: E402
+
+from benchmarks._report import record, write_json  # noqa: E402
 
 TARGET = 50_000
 _HDR = struct.Struct(">II")
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=0,
                     help="replays of the whole recording set (default: calibrated to ~3 s in total)")
     ap.add_argument("--recordings", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here (for run_all.py)")
     args = ap.parse_args(argv)
     logging.disable(logging.CRITICAL)          # the recordings are clean; keep logging out of timing
 
@@ -144,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{t_events / t_json:.1f}x bare json.loads);  (c)/(a) = {r_listener / r_json:.2f}")
     ok = r_events >= TARGET
     print(f"target ≥ {TARGET // 1000}k events/s: {'PASS' if ok else 'FAIL'}")
+    write_json(args.json, [
+        record("(a) json.loads only", round(r_json), "events/s"),
+        record("(b) parse + SnapshotReducer", round(r_events), "events/s", target=f"≥ {TARGET // 1000}k events/s",
+               ok=ok, ratio=round(r_events / r_json, 3)),
+        record("(c) (b) + listener lock/deque/notify", round(r_listener), "events/s",
+               ratio=round(r_listener / r_json, 3)),
+    ])
     return 0 if ok else 1
 
 

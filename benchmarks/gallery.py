@@ -12,7 +12,7 @@ Measures, and prints with PASS/FAIL:
   - memory of one session: Python heap peak while rendering the page (tracemalloc) and the
     size of that session's state.
 
-    python benchmarks/gallery.py [--jobs 10000] [--files 120]
+    python benchmarks/gallery.py [--jobs 10000] [--files 120] [--json PATH]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from comfypanel.connection import Connection  # noqa: E402
 from comfypanel.images import ThumbnailCache  # noqa: E402
 from comfypanel.ledger import Ledger, _json, _search_text  # noqa: E402
 from tests.doubles.comfy import ComfyDouble  # noqa: E402
+
+from benchmarks._report import record, write_json  # noqa: E402
 
 PAGE = 48
 SUBJECTS = ["a red fox", "a lighthouse", "an old heron", "a neon city", "a castle", "a robot", "a forest",
@@ -132,12 +134,14 @@ def appt_render(data_dir: Path, url: str) -> tuple[float, float, int, int]:
         os.chdir(cwd)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=120)
     ap.add_argument("--no-apptest", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here (for run_all.py)")
+    args = ap.parse_args(argv)
+    recs: list[dict] = []
     rng = random.Random(7)
     work = Path(tempfile.mkdtemp(prefix="gallery-bench-"))
     failures = 0
@@ -176,12 +180,16 @@ def main() -> int:
         ok = warm <= 1.0
         failures += not ok
         print(f"first page of 48 thumbnails ready, warm cache: {warm * 1000:.1f} ms (target ≤ 1000 ms) {verdict(ok)}")
+        recs.append(record(f"first page of 48 thumbnails, warm cache ({args.jobs} jobs)", round(warm * 1000, 1),
+                           "ms", target="≤ 1000 ms", ok=ok, ratio=round(warm / 1.0, 3)))
 
         ratio = thumb_bytes / full_bytes
         ok = ratio <= 0.05
         failures += not ok
         print(f"thumbnail bytes per page: {thumb_bytes / 1024:.0f} KiB vs full images "
               f"{full_bytes / 1024 / 1024:.1f} MiB = {ratio * 100:.2f} % (target ≤ 5 %) {verdict(ok)}")
+        recs.append(record("thumbnail bytes per page vs full images", round(ratio * 100, 2), "%", target="≤ 5 %",
+                           ok=ok, ratio=round(ratio, 4)))
 
         queries = ["heron", "red fox", "dpmpp", "watercolor castle", "sdxl", "lowres", "7.0", "ukiyo dragon"]
         times = []
@@ -194,6 +202,8 @@ def main() -> int:
         failures += not ok
         print(f"text search over {total} jobs: median {med * 1000:.1f} ms, worst {worst * 1000:.1f} ms "
               f"(FTS5: {led.fts}; target ≤ 200 ms) {verdict(ok)}")
+        recs.append(record(f"text search over {total} jobs, median", round(med * 1000, 1), "ms", target="≤ 200 ms",
+                           ok=ok, ratio=round(med / 0.2, 3)))
 
         if not args.no_apptest:
             # the whole page through Streamlit's AppTest, same ledger and the same warm cache
@@ -203,12 +213,18 @@ def main() -> int:
             failures += not ok
             print(f"Gallery page script run (AppTest, 48 cards, warm cache): {warm_page * 1000:.0f} ms "
                   f"(first visit {cold_page * 1000:.0f} ms) {verdict(ok)}")
+            recs.append(record("Gallery page script run (AppTest, 48 cards, warm cache)", round(warm_page * 1000),
+                               "ms", target="≤ 1000 ms", ok=ok, ratio=round(warm_page / 1.0, 3)))
             print(f"memory of one session: heap peak while rendering {peak / 1024 / 1024:.1f} MiB, "
                   f"session state {state_bytes / 1024:.1f} KiB (thumbnails live on disk, not in the session)")
+            recs.append(record("one session: heap peak while rendering the page", round(peak / 1024 / 1024, 1),
+                               "MiB"))
+            recs.append(record("one session: session state", round(state_bytes / 1024, 1), "KiB"))
         stats = cache.stats()
         print(f"thumbnail cache: {stats['files']} files, {stats['bytes'] / 1024:.0f} KiB")
         client.close()
     print("ALL PASS" if not failures else f"{failures} FAIL")
+    write_json(args.json, recs)
     return 1 if failures else 0
 
 

@@ -13,7 +13,7 @@ Measured from the response bytes (``json.loads`` included, as the app pays it af
 Each figure is the median of ``--repeat`` runs. For information it also prints the cost of parsing
 every class eagerly (a node browser would pay it once; discovery never does).
 
-Usage:  python benchmarks/object_info.py [--repeat N] [--size-mb 30] [--recordings DIR]
+Usage:  python benchmarks/object_info.py [--repeat N] [--size-mb 30] [--recordings DIR] [--json PATH]
 Exit status 1 when a target is missed.
 """
 
@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from comfypanel.schema import Schema, SchemaCache, discover, is_link, preflight  # noqa: E402
+
+from benchmarks._report import record, write_json  # noqa: E402
 
 TARGET_RECORDED = 0.3
 TARGET_SYNTHETIC = 2.0
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="runs per figure (median)")
     ap.add_argument("--size-mb", type=float, default=30.0, help="size of the synthetic /object_info")
     ap.add_argument("--recordings", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here (for run_all.py)")
     args = ap.parse_args(argv)
 
     rec_dir = args.recordings or _default_recordings()
@@ -217,6 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    discover + preflight on the cached schema: {t_d * 1000:.2f} ms")
 
     print("\nPASS" if ok else "\nFAIL")
+    write_json(args.json, [
+        record(f"(a) recorded /object_info {len(raw_rec) / 1e6:.1f} MB → Schema → discover → preflight",
+               round(t_a * 1000, 1), "ms", target=f"≤ {TARGET_RECORDED * 1000:.0f} ms", ok=t_a <= TARGET_RECORDED,
+               ratio=round(t_a / TARGET_RECORDED, 3)),
+        record(f"(b) synthetic /object_info {len(raw_syn) / 1e6:.0f} MB → Schema → discover → preflight",
+               round(t_b * 1000, 1), "ms", target=f"≤ {TARGET_SYNTHETIC * 1000:.0f} ms", ok=t_b <= TARGET_SYNTHETIC,
+               ratio=round(t_b / TARGET_SYNTHETIC, 3)),
+        record("(c) SchemaCache second lookup", round(t_c * 1e6, 2), "µs"),
+        record("(c) discover + preflight on the cached schema", round(t_d * 1000, 2), "ms"),
+    ])
     return 0 if ok else 1
 
 

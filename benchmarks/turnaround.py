@@ -7,7 +7,7 @@ alike. The floor is the least a correct client can do: an open socket, ``POST /p
 
 Prints per-side medians and the median of the per-pair ratios. Target: ratio ≤ 1.10.
 
-    python benchmarks/turnaround.py [--jobs 50] [--server http://127.0.0.1:8188]
+    python benchmarks/turnaround.py [--jobs 50] [--server http://127.0.0.1:8188] [--json PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from comfypanel.client import ComfyClient  # noqa: E402
 from comfypanel.connection import Connection  # noqa: E402
 from comfypanel.jobs import submit_and_wait  # noqa: E402
+
+from benchmarks._report import record, write_json  # noqa: E402
 
 TARGET = 1.10
 
@@ -73,6 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=50)
     ap.add_argument("--server", default=None, help="use this ComfyUI instead of starting one")
     ap.add_argument("--verbose", action="store_true", help="print every pair")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here (for run_all.py)")
     args = ap.parse_args(argv)
 
     server = None
@@ -124,6 +127,12 @@ def main(argv=None) -> int:
     print(f"floor (requests + websocket-client) median: {statistics.median(floors) * 1000:.1f} ms")
     print(f"panel submit_and_wait median:              {statistics.median(panels) * 1000:.1f} ms")
     print(f"median per-pair ratio panel/floor: {ratio:.3f}  (target ≤ {TARGET:.2f}: {'PASS' if ratio <= TARGET else 'FAIL'})")
+    write_json(args.json, [
+        record("floor (requests + websocket-client) median", round(statistics.median(floors) * 1000, 1), "ms"),
+        record("panel submit_and_wait median", round(statistics.median(panels) * 1000, 1), "ms"),
+        record(f"median per-pair ratio panel/floor ({args.jobs} jobs, real ComfyUI)", round(ratio, 3), "×",
+               target=f"≤ {TARGET:.2f}", ok=ratio <= TARGET, ratio=round(ratio, 3)),
+    ])
     return 0 if ratio <= TARGET else 1
 
 

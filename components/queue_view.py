@@ -286,7 +286,8 @@ def sidebar_badge() -> None:
     if view.polled_at is None or time.time() - view.polled_at > 1.5:
         view = mon.poll()  # the main run may read the server; the fragment below never does
     with st.sidebar:
-        st.fragment(run_every=2.0 if view.count or view.held else None)(_badge)()
+        # idle: a slow look, so jobs queued elsewhere (other sessions, other clients) show up by themselves
+        st.fragment(run_every=2.0 if view.count or view.held else IDLE_BADGE_S)(_badge)()
 
 
 def _badge() -> None:
@@ -300,6 +301,11 @@ def _badge() -> None:
     st.badge(text, icon=":material/format_list_numbered:", color="blue" if view.count else "gray")
 
 
+IDLE_REFRESH_S = 5.0  # the Queue page with nothing going on: still notices new jobs from elsewhere
+IDLE_BADGE_S = 10.0
+SHOWN_WAITING = 20  # waiting jobs drawn as cards; beyond that only this session's own (to cancel them)
+
+
 def render() -> None:
     client = session.client()
     if client is None or not session.is_connected():
@@ -310,7 +316,7 @@ def render() -> None:
     mon.poll(history=True)  # the main run reads the server once; the fragment never does
     _controls(client, mon)
     active = mon.view().active
-    st.fragment(run_every=1.0 if active else None)(_live)(active)
+    st.fragment(run_every=1.0 if active else IDLE_REFRESH_S)(_live)(active)
 
 
 def _notice() -> None:
@@ -487,9 +493,13 @@ def _waiting(view: QueueView, my_id: str, my_label: str, now: float) -> None:
         st.caption("Nothing is waiting.")
         return
     n = 0
+    hidden = 0
     for item in view.pending:
         n += 1
         held = view.held_by_prompt.get(item.prompt_id)
+        if n > SHOWN_WAITING and not _is_mine(item.prompt_id, item.client_id, view, my_id, my_label):
+            hidden += 1  # a long queue stays cheap to draw; one's own jobs stay reachable
+            continue
         who = submitter_label(item.client_id, held, my_client_id=my_id, my_label=my_label)
         with st.container(border=True, horizontal=True, vertical_alignment="center",
                           key=W(f"pending_{item.prompt_id}")):
@@ -497,6 +507,8 @@ def _waiting(view: QueueView, my_id: str, my_label: str, now: float) -> None:
             st.caption(f"waiting {_age(item.create_time, now)} · {plain(who)}")
             st.button("Cancel", key=W(f"cancel_{item.prompt_id}"), icon=":material/close:",
                       on_click=_cancel_pending, args=(item.prompt_id,), type="tertiary")
+    if hidden:
+        st.caption(f"… and {hidden} more waiting job(s) of other people, not listed here.")
     if view.held:
         st.caption(":material/pause_circle: Held in the panel" + (" — paused" if view.paused else
                    f" — fed to the server {view.concurrency} at a time"))

@@ -351,3 +351,23 @@ def test_without_admin_rights_configured_anyone_may_clear_and_it_is_audited(loca
     rows = AuditLog(tmp_path / "panel-data" / "audit.sqlite3").query()
     assert [(r.action, r.result, r.params) for r in rows] == [("queue_clear_pending", "ok", {"jobs": 1})]
     client_of(at).interrupt()
+
+
+def test_a_long_queue_lists_twenty_cards_plus_ones_own(local, monkeypatch):
+    from components import queue_view
+
+    monkeypatch.setattr(queue_view, "SHOWN_WAITING", 3)  # the same rule as 20, with fewer jobs
+    local.script(class_delays={"ImageBlur": 3.0})
+    at = open_queue()
+    others = [requests.post(local.url + "/prompt", json={"prompt": wf(50 + n), "client_id": "feedbeef-0000"}).json()["prompt_id"]
+              for n in range(6)]
+    mine = client_of(at).queue_prompt(wf(60)).prompt_id
+    wait_for(lambda: len(client_of(at).queue().pending) == 6)
+    at.run()
+    keys = str([c.key for c in at.get("flex_container")])
+    shown = [pid for pid in others[1:] if f"pending_{pid}" in keys]  # others[0] runs
+    assert shown == others[1:4]  # the first three waiting cards
+    assert f"pending_{mine}" in keys  # and one's own, further down, to cancel it
+    assert "… and 2 more waiting job(s) of other people, not listed here." in texts(at)
+    client_of(at).interrupt()
+    client_of(at).clear_queue()
