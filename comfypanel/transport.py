@@ -135,7 +135,9 @@ class Transport:
         retry = Retry(
             total=retries,
             connect=retries,
-            read=retries,
+            # once after a read error: a dropped connection is worth one more try, but a server that
+            # took the whole read timeout to say nothing will not answer the third time either
+            read=min(retries, 1),
             status=retries,
             backoff_factor=0.3,
             status_forcelist=statuses,
