@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.doubles._recordings import recordings_dir, workflow, ws_log
 
-__all__ = ["REPO", "follow_manager_tasks", "recording", "recordings_dir", "workflow", "ws_log"]
+__all__ = ["REPO", "follow_manager_tasks", "page_texts", "unescape", "recording", "recordings_dir", "workflow", "ws_log"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,3 +29,19 @@ def follow_manager_tasks(manager: Any, timeout: float = 10.0) -> tuple[Any, Any]
     listener.start()
     assert listener.wait_connected(timeout)
     return tracker, listener
+
+
+def unescape(text: str) -> str:
+    """Undo the backslash escaping the panel puts on author and server strings (``text.plain``)."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def page_texts(at: Any, where: Any = None) -> str:
+    """Every sentence an AppTest page (or one of its containers) shows, unescaped, one per line."""
+    root = where if where is not None else at
+    parts = []
+    for kind in ("markdown", "caption", "text", "info", "success", "warning", "error"):
+        parts += [unescape(str(e.value)) for e in root.get(kind)]
+    return "\n".join(parts)

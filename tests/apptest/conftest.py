@@ -79,3 +79,38 @@ def end_session_resources():
     from streamlit.runtime.caching.cache_resource_api import clear_session_cache
 
     clear_session_cache("test session id")
+
+
+# -- shared by the page tests ---------------------------------------------------------------------------
+APP = ROOT / "streamlit_app.py"
+
+
+def connect(at, **fields: str):
+    """Fill the connection box (mode first: it decides which fields exist) and press Connect."""
+    from components import session
+
+    if "mode" in fields:
+        at.segmented_control(key=session.widget_key("mode")).set_value(fields.pop("mode")).run()
+    for name, value in fields.items():
+        at.text_input(key=session.widget_key(name)).set_value(value)
+    at.button(key=session.W_CONNECT).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def client_of(at):
+    from components import session
+
+    return at.session_state[session.K_CLIENT]
+
+
+@pytest.fixture
+def app(comfy_double, monkeypatch):
+    """The app, started against the ComfyUI double (the Generate page is the first page)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("COMFYUI_URL", comfy_double.url)
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.run()
+    assert not at.exception
+    return at

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from tests.helpers import workflow
 from tests.unit.test_bad_input import assert_plain_sentence, bilevel_png, bomb_png, encode, photo
@@ -35,13 +34,6 @@ TEXT_AND_NUMBERS = {
 TYPED = "a red fox at dawn, 35mm"
 
 
-@pytest.fixture
-def app(comfy_double, monkeypatch):
-    monkeypatch.setenv("COMFYUI_URL", comfy_double.url)
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    assert not at.exception
-    return at
 
 
 def posts(double, suffix: str) -> list:

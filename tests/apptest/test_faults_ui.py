@@ -8,7 +8,6 @@ gone, without any other step.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from components import session
 from tests.doubles.comfy import ComfyDouble
-from tests.helpers import workflow
+from tests.helpers import page_texts as texts, unescape, workflow
 from tests.fault_kit import FlakyDisk, assert_plain
 
 from .conftest import ROOT, free_port
@@ -36,16 +35,6 @@ PROXY_500 = ("<!DOCTYPE html><html><head><title>500 Internal Server Error</title
              "<h1>Internal Server Error</h1><p>upstream crashed</p><hr><address>nginx</address></body></html>")
 
 
-def unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
-
-
-def texts(at: AppTest, where=None) -> str:
-    root = where if where is not None else at
-    parts = []
-    for kind in ("markdown", "caption", "text", "info", "success", "warning", "error"):
-        parts += [unescape(str(e.value)) for e in root.get(kind)]
-    return "\n".join(parts)
 
 
 def sentences(at: AppTest, kind: str, where=None) -> list[str]:

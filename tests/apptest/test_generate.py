@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import recording, workflow
+from tests.helpers import workflow
 from tests.unit.test_workflow_convert import pair
 
 APP = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "streamlit_app.py")
@@ -33,13 +33,6 @@ def _png(color=(10, 20, 30), size=(32, 24), text=None) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def app(comfy_double, monkeypatch):
-    monkeypatch.setenv("COMFYUI_URL", comfy_double.url)
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    assert not at.exception
-    return at
 
 
 def _texts(at) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 
@@ -13,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from comfypanel.holdqueue import HoldQueue, default_path
 from components import session
+from tests.helpers import page_texts, unescape
 
 from .conftest import ROOT
 
@@ -33,16 +33,7 @@ def wf(color: int = 0, *, blur: bool = True) -> dict:
     return g
 
 
-def unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
-
-
-def texts(at: AppTest, where=None) -> str:
-    root = where if where is not None else at
-    parts = []
-    for kind in ("markdown", "caption", "text", "info", "success", "warning", "error"):
-        parts += [unescape(str(e.value)) for e in root.get(kind)]
-    return "\n".join(parts)
+texts = page_texts
 
 
 def open_queue(url: str | None = None, *, secrets: dict | None = None, monkeypatch=None) -> AppTest:
@@ -314,7 +305,6 @@ def test_refused_held_job_is_shown_and_dismissed(local):
 
 def test_other_peoples_jobs_need_admin_rights_when_the_operator_set_them(local, tmp_path):
     from comfypanel import admin as gate
-    from comfypanel.audit import AuditLog
 
     secrets = {"comfyui": {"admin": {"password_hash": gate.hash_password("pw", n=2**10)}}}
     local.script(class_delays={"ImageBlur": 3.0})

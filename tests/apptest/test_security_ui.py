@@ -22,7 +22,7 @@ from comfypanel.types import FileRef
 from comfypanel.workflow import Recipe
 from components import session
 
-from .conftest import ROOT
+from .conftest import ROOT, client_of, connect
 
 APP = ROOT / "streamlit_app.py"
 PASSWORD = "correct horse battery staple"
@@ -53,18 +53,6 @@ def new_app(secrets: dict | None = None) -> AppTest:
     return at
 
 
-def connect(at: AppTest, **fields: str) -> AppTest:
-    if "mode" in fields:
-        at.segmented_control(key=session.widget_key("mode")).set_value(fields.pop("mode")).run()
-    for name, value in fields.items():
-        at.text_input(key=session.widget_key(name)).set_value(value)
-    at.button(key=session.W_CONNECT).click().run()
-    assert not at.exception, at.exception
-    return at
-
-
-def client_of(at: AppTest):
-    return at.session_state[session.K_CLIENT]
 
 
 def wait_for(pred, timeout: float = 15.0) -> None:

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from components import session
 
-from .conftest import ROOT
+from .conftest import ROOT, client_of, connect
 
 APP = ROOT / "streamlit_app.py"
 
@@ -68,19 +68,6 @@ def errors(at: AppTest) -> list[str]:
     return [unescape(e.value) for e in at.error]
 
 
-def connect(at: AppTest, **fields: str) -> AppTest:
-    """Fill the connection box (mode first: it decides which fields exist) and press Connect."""
-    if "mode" in fields:
-        at.segmented_control(key=session.widget_key("mode")).set_value(fields.pop("mode")).run()
-    for name, value in fields.items():
-        at.text_input(key=session.widget_key(name)).set_value(value)
-    at.button(key=session.W_CONNECT).click().run()
-    assert not at.exception, at.exception
-    return at
-
-
-def client_of(at: AppTest):
-    return at.session_state[session.K_CLIENT]
 
 
 def assert_connected(at: AppTest, version: str = "0.3.75") -> None:

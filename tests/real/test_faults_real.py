@@ -11,8 +11,6 @@ Nothing here depends on durations: waits are bounded and fail with a message.
 from __future__ import annotations
 
 import copy
-import socket
-import time
 from typing import Any, Callable
 
 import pytest
@@ -23,25 +21,15 @@ from comfypanel.client import ComfyClient
 from comfypanel.connection import Connection
 from comfypanel.ledger import Ledger, reconcile
 from tests.helpers import workflow
-from tests.fault_kit import assert_plain, recording_watcher, submit
+from tests.fault_kit import assert_plain, free_port, recording_watcher, submit
+from tests.fault_kit import wait_for as kit_wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = 120.0, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
+def wait_for(pred: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
+    """A real server is slower than the doubles: a longer default wait."""
+    return kit_wait_for(pred, what, timeout=timeout, step=0.1)
 
 
 def slow_blur(sigma: float) -> dict:
