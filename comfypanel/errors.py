@@ -33,6 +33,7 @@ __all__ = [
     "InvalidInput",
     "JobTimedOut",
     "FileHostUnreachable",
+    "DownloadLinkRefused",
     "LedgerUnavailable",
     "safe_url",
 ]
@@ -96,6 +97,17 @@ class FileHostUnreachable(CannotConnect):
             "be fetched; try again in a moment."
         )
         self.args = (self.user_message,)
+
+
+class DownloadLinkRefused(ComfyPanelError):
+    """The storage host the server redirected a download to refused the link (Comfy Cloud's signed
+    URLs expire): nothing is wrong with the user's key or server."""
+
+    def __init__(self, url: str, *, status: int | None = None) -> None:
+        host = urlsplit(safe_url(url)).hostname or "another host"
+        super().__init__(
+            f"The file storage ({host}) refused the download link the server gave, probably because it "
+            "expired; reload the page to get a fresh link.", status=status)
 
 
 class RequestTimedOut(ComfyPanelError):

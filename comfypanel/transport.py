@@ -258,6 +258,9 @@ class Transport:
             raise E.BadResponse("The server redirected too many times; check its address.")
         assert reply is not None
         if reply.status >= 400 and reply.status not in ok:
+            if _origin(url) != origin and reply.status in (400, 401, 403):
+                # Cloud's signed storage link, refused: expired (or clock skew), not the user's key
+                raise E.DownloadLinkRefused(url, status=reply.status)
             raise self._error_for(reply)
         return reply
 

@@ -140,6 +140,20 @@ def test_redirect_to_other_host_drops_the_key(srv, storage):
     assert srv.requests[-1][2].get("X-API-Key") == KEY
 
 
+def test_an_expired_storage_link_is_not_blamed_on_the_key(srv, storage):
+    storage.routes["/signed/old.png"] = (403, {"Content-Type": "application/xml"},
+                                         b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+    srv.routes["/api/view"] = (302, {"Location": f"{storage.url}/signed/old.png?sig=abc&expires=1"}, b"")
+    t = Transport(Connection.cloud(KEY, srv.url))
+    with pytest.raises(E.DownloadLinkRefused) as exc:
+        t.request("GET", "/view", params={"filename": "old.png"})
+    assert "127.0.0.1" in exc.value.user_message and "reload the page" in exc.value.user_message
+    assert "sig=" not in exc.value.user_message and KEY not in str(exc.value)
+    srv.routes["/api/x"] = (403, {}, b"")
+    with pytest.raises(E.Forbidden):  # the user's own server saying 403 is still a 403
+        t.request("GET", "/x")
+
+
 def test_same_origin_redirect_keeps_auth(srv):
     srv.routes["/api/old"] = (307, {"Location": "/api/new"}, b"")
     srv.routes["/api/new"] = _json({"moved": True})
