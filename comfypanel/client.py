@@ -263,6 +263,7 @@ class ComfyClient:
         workflow: Mapping[str, Any] | None = None,
         front: bool = False,
         partial_targets: Sequence[str] | None = None,
+        partner_key: bool = True,
     ) -> QueuedPrompt:
         """``POST /api/prompt`` with this client's ``client_id`` and a fresh lowercase UUID4 id.
 
@@ -288,7 +289,7 @@ class ComfyClient:
         extra = dict(extra_data or {})
         if workflow is not None:
             extra.setdefault("extra_pnginfo", {})["workflow"] = workflow
-        if self.connection.partner_key:
+        if self.connection.partner_key and partner_key:  # partner_key=False: someone else's job
             extra["api_key_comfy_org"] = self.connection.partner_key
         if extra:
             body["extra_data"] = extra

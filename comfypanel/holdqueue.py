@@ -339,11 +339,15 @@ class Feeder:
     feeder itself makes no extra ``/queue`` request. Never raises for server trouble.
     """
 
-    def __init__(self, hold: HoldQueue, client, *, owner: str) -> None:
+    def __init__(self, hold: HoldQueue, client, *, owner: str, submitter: str | None = None) -> None:
+        """``submitter``: this session's label (what ``HoldQueue.add`` stored as ``submitter``). The
+        session's *own* partner-node key then goes only with its own jobs: another session's held job
+        is sent without it (an operator's key, from the secrets, is for everyone)."""
         self.hold = hold
         self.client = client
         self.server_id = client.connection.server_id()
         self.owner = owner
+        self.submitter = submitter
         self._lock = threading.Lock()
 
     def stop(self) -> None:
@@ -376,7 +380,12 @@ class Feeder:
             if job is None:
                 return FeedResult("idle")
             try:
-                self.client.queue_prompt(job.prompt, prompt_id=job.prompt_id, extra_data=job.extra_data or None)
+                conn = self.client.connection
+                # (Cloud: the hold queue is per account, so every job in it is paid by that account)
+                users_own_key = bool(conn.partner_key) and conn.source == "explicit" and not conn.is_cloud
+                foreign = self.submitter is not None and job.submitter != self.submitter
+                self.client.queue_prompt(job.prompt, prompt_id=job.prompt_id, extra_data=job.extra_data or None,
+                                         partner_key=not (users_own_key and foreign))
             except E.PromptRejected as exc:
                 hold.mark_failed(job.id, exc.user_message)
                 return FeedResult("failed", job, exc.user_message)

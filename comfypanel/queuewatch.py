@@ -77,17 +77,19 @@ class QueueMonitor:
         client: the session's ``ComfyClient``.
         hold: the hold queue (None: no feeding).
         listener: the session's ``EventListener`` (reconnects are noticed through it).
-        owner: who feeds (the session's client id); ``interval``: seconds between polls.
+        owner: who feeds (the session's client id); ``submitter``: the session's label (its own
+        partner-node key goes only with its own held jobs); ``interval``: seconds between polls.
     """
 
     def __init__(self, client, *, hold: HoldQueue | None = None, listener: Any = None,
                  owner: str | None = None, interval: float = 1.0, history_items: int = 20,
-                 history_every: float = 5.0, name: str = "comfy-queue") -> None:
+                 history_every: float = 5.0, name: str = "comfy-queue", submitter: str | None = None) -> None:
         self.client = client
         self.hold = hold
         self.listener = listener
         self.server_id = client.connection.server_id()
-        self.feeder = Feeder(hold, client, owner=owner or client.client_id) if hold is not None else None
+        self.feeder = (Feeder(hold, client, owner=owner or client.client_id, submitter=submitter)
+                       if hold is not None else None)
         self.interval = interval
         self.history_items = history_items
         self.history_every = history_every

@@ -44,7 +44,7 @@ def _release(monitor: QueueMonitor) -> None:
 def _session_monitor(fingerprint: str, client_id: str, path: str, _client: ComfyClient,
                      _listener: Any) -> QueueMonitor:
     monitor = QueueMonitor(_client, hold=_hold_queue(path), listener=_listener, owner=client_id,
-                           name=f"comfy-queue-{client_id[:8]}")
+                           name=f"comfy-queue-{client_id[:8]}", submitter=session.session_label())
     monitor.poll(history=True)  # the first view is there before the page draws
     return monitor.start()
 

@@ -208,3 +208,47 @@ def test_monitor_thread_starts_and_stops(comfy_double, tmp_path):
     assert mon.stop(timeout=5) and not mon.alive
     assert threading.active_count() == before
     client.close()
+
+
+def _sent_extra(client) -> list[dict]:
+    """What /prompt bodies this client sends carry in extra_data (the server hides the key from its
+    own history, so it is read on the way out; the request still really goes to the double)."""
+    seen: list[dict] = []
+    real = client.transport.request
+
+    def spy(method, path, **kw):
+        if method == "POST" and path == "/prompt":
+            seen.append(dict((kw.get("json_body") or {}).get("extra_data") or {}))
+        return real(method, path, **kw)
+
+    client.transport.request = spy
+    return seen
+
+
+def test_a_sessions_own_partner_key_goes_only_with_its_own_held_jobs(comfy_double, tmp_path):
+    h = HoldQueue(tmp_path / "h.db")
+    mine = ComfyClient(Connection.local(comfy_double.url, partner_key="users-own-comfy-org-key"))
+    sent = _sent_extra(mine)
+    sid = mine.connection.server_id()
+    h.add(sid, P, workflow_name="theirs", submitter="session-B")
+    h.add(sid, P, workflow_name="ours", submitter="session-A")
+    f = Feeder(h, mine, owner=mine.client_id, submitter="session-A")
+    names = []
+    for _ in range(2):
+        comfy_double.wait_idle()
+        r = f.tick(0)
+        assert r.action == "sent"
+        names.append(r.job.workflow_name)
+    assert names == ["theirs", "ours"]
+    assert "api_key_comfy_org" not in sent[0]  # B's job does not spend A's own key
+    assert sent[1].get("api_key_comfy_org") == "users-own-comfy-org-key"
+    # an operator's key (from the secrets) is meant for everyone on its server
+    operator = ComfyClient(Connection.local(comfy_double.url, partner_key="operator-key", source="secrets"))
+    sent_op = _sent_extra(operator)
+    h.add(sid, P, workflow_name="theirs-2", submitter="session-B")
+    h.drop_lease(sid, mine.client_id)
+    comfy_double.wait_idle()
+    assert Feeder(h, operator, owner="x", submitter="session-A").tick(0).action == "sent"
+    assert [e.get("api_key_comfy_org") for e in sent_op] == ["operator-key"]
+    mine.close()
+    operator.close()
