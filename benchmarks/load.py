@@ -288,62 +288,27 @@ _DOM_PROBLEMS = """() => {
 _FINAL_WORDS = ("Succeeded", "Failed", "Interrupted", "Cancelled", "Lost")
 
 
-class PanelProcess:
-    """The panel under ``streamlit run`` (same flags as tests/e2e/conftest.py's PanelServer), started
-    through ``benchmarks/_serve_panel.py`` so that its thread names can be read (SIGUSR1)."""
+def _panel_process(env_extra: dict[str, str], work: Path):
+    """The panel under ``streamlit run`` (tests/e2e/conftest.py's ``PanelServer``), started through
+    ``benchmarks/_serve_panel.py`` so that its thread names can be read (SIGUSR1)."""
+    import signal
 
-    def __init__(self, env_extra: dict[str, str], work: Path) -> None:
-        import signal
-        import socket
-        import subprocess
+    from tests.e2e.conftest import PanelServer
 
-        import requests
+    class PanelProcess(PanelServer):
+        def thread_names(self) -> list[str]:
+            self.dump.unlink(missing_ok=True)
+            self.proc.send_signal(signal.SIGUSR1)
+            wait_until(self.dump.exists, 5.0, 0.05)
+            return self.dump.read_text().splitlines() if self.dump.exists() else []
 
-        from tests.e2e.conftest import _OPERATOR_ENV
-
-        self._signal, self._requests = signal, requests
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.dump = work / "threads.txt"
-        env = {k: v for k, v in os.environ.items() if k not in _OPERATOR_ENV}
-        env.update(env_extra)
-        env["COMFYPANEL_THREAD_DUMP"] = str(self.dump)
-        self._log = open(work / "streamlit.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("_serve_panel.py")), "run", "streamlit_app.py",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-             "--secrets.files", str(work / "no-secrets.toml")],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.proc.returncode}; see {self._log.name}")
-            try:
-                if requests.get(self.url + "/_stcore/health", timeout=2).text.strip() == "ok":
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("streamlit did not become healthy")
-
-    def thread_names(self) -> list[str]:
-        self.dump.unlink(missing_ok=True)
-        self.proc.send_signal(self._signal.SIGUSR1)
-        wait_until(self.dump.exists, 5.0, 0.05)
-        return self.dump.read_text().splitlines() if self.dump.exists() else []
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
+    dump = work / "threads.txt"
+    server = PanelProcess({**env_extra, "COMFYPANEL_THREAD_DUMP": str(dump)}, work / "streamlit.log",
+                          work / "no-secrets.toml",
+                          launcher=(sys.executable, str(Path(__file__).with_name("_serve_panel.py"))))
+    server.dump = dump
+    server.wait_healthy()
+    return server
 
 
 class Browsers:
@@ -360,8 +325,8 @@ class Browsers:
         self.count = count
         self.problems: list[str] = []
         self.seen: list[dict[str, str]] = [{} for _ in range(count)]
-        self.server = PanelProcess({"COMFYUI_URL": comfy_url, "COMFYPANEL_DATA_DIR": str(work / "panel-data")},
-                                   work)
+        self.server = _panel_process({"COMFYUI_URL": comfy_url, "COMFYPANEL_DATA_DIR": str(work / "panel-data")},
+                                     work)
         self._pw = sync_playwright().start()
         exe = shutil.which("chromium")
         if exe is None:

@@ -21,10 +21,12 @@ not repeated.
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
+from urllib.parse import urlsplit
 
 from . import errors as E
 from .client import ComfyClient
@@ -374,8 +376,6 @@ def _json_or_none(reply: Reply) -> Any:
 
 def check_git_url(url: str) -> str:
     """An https (or http) URL of a git repository, trimmed; anything else raises ``InvalidInput``."""
-    from urllib.parse import urlsplit
-
     clean = (url or "").strip()
     try:
         parts = urlsplit(clean)
@@ -419,8 +419,6 @@ class TaskTracker:
     """
 
     def __init__(self, limit: int = 50) -> None:
-        import threading
-
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskState] = {}
         self._limit = limit

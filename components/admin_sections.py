@@ -310,21 +310,27 @@ _STATE_LABEL = {"queued": "waiting", "running": "working…", "success": "done",
 
 
 def _task_table(client: ComfyClient, info: ManagerInfo) -> None:
-    """This session's Manager tasks; refreshes itself each second while one is unfinished."""
-    tracker = _tasks(client)
+    """This session's Manager tasks; the table refreshes itself each second while one is unfinished.
 
-    @st.fragment(run_every=1.0 if tracker.pending else None)
+    The fragment only reads the tracker (fed by the WebSocket thread). The v4 history, the fallback
+    for a missed ``cm-task-completed``, is read here in the full run, which the fragment triggers
+    once when the last task stops being pending.
+    """
+    tracker = _tasks(client)
+    if info.flavour == "v4" and not info.legacy_ui:
+        m = Manager(client, info)
+        for task in tracker.tasks():
+            if task.state not in ("success", "failed"):
+                try:
+                    result = m.task_result(task.ui_id)
+                except ComfyPanelError:
+                    break
+                if result is not None:
+                    tracker.apply_result(result)
+    was_pending = tracker.pending
+
+    @st.fragment(run_every=1.0 if was_pending else None)
     def table() -> None:
-        if tracker.pending and info.flavour == "v4" and not info.legacy_ui:
-            m = Manager(client, info)  # v4 history: the fallback for a missed cm-task-completed
-            for task in tracker.tasks():
-                if not task.finished:
-                    try:
-                        result = m.task_result(task.ui_id)
-                    except ComfyPanelError:
-                        break
-                    if result is not None:
-                        tracker.apply_result(result)
         tasks = tracker.tasks()
         if not tasks:
             return
@@ -335,6 +341,8 @@ def _task_table(client: ComfyClient, info: ManagerInfo) -> None:
         if tracker.queue_total:
             st.progress(min(1.0, tracker.queue_done / tracker.queue_total),
                         text=f"Manager queue: {tracker.queue_done} of {tracker.queue_total} done")
+        if was_pending and not tracker.pending:
+            st.rerun()  # stop the timer, and let the full run settle unknown results from the history
 
     table()
 

@@ -42,7 +42,9 @@ def free_port() -> int:
 class PanelServer:
     """``streamlit run streamlit_app.py`` in a subprocess on a free port."""
 
-    def __init__(self, env_extra: dict[str, str], log_path: Path, secrets_file: Path) -> None:
+    def __init__(self, env_extra: dict[str, str], log_path: Path, secrets_file: Path,
+                 launcher: tuple[str, ...] = (sys.executable, "-m", "streamlit")) -> None:
+        """``launcher``: what runs ``run streamlit_app.py`` (the load benchmark uses its own wrapper)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in _OPERATOR_ENV}
@@ -50,7 +52,7 @@ class PanelServer:
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+                *launcher, "run", "streamlit_app.py",
                 "--server.port", str(self.port),
                 "--server.address", "127.0.0.1",
                 "--server.headless", "true",
